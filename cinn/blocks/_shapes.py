@@ -1,0 +1,37 @@
+"""Small shape helpers shared by the blocks: channel mixing and per-sample log-dets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def spatial_size(shape: Sequence[int]) -> int:
+    """Number of positions per channel of a sample shape ``(C, *spatial)``; 1 for flat ``(C,)``."""
+    return math.prod(shape[1:])
+
+
+def channel_param_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """Shape of a per-channel parameter that broadcasts over a batch of ``shape``: ``(1, C, 1, ...)``."""
+    return (1, shape[0]) + (1,) * (len(shape) - 1)
+
+
+def mix_channels(x: Tensor, weight: Tensor) -> Tensor:
+    """Apply the ``(C_out, C_in)`` matrix ``weight`` to the channel axis of ``x`` at every position.
+
+    ``x`` is ``(B, C)`` or ``(B, C, H, W)``; for images this is a 1x1 convolution.
+    """
+    if x.dim() == 2:
+        return F.linear(x, weight)
+    if x.dim() == 4:
+        return F.conv2d(x, weight[:, :, None, None])
+    raise ValueError(f"expected a (B, C) or (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+
+
+def per_sample(value: Tensor | float, like: Tensor) -> Tensor:
+    """Broadcast a scalar log-det to one entry per sample of ``like``: shape ``(B,)``."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).expand(like.shape[0])

@@ -1,0 +1,85 @@
+"""Volume-preserving reshapes: 2x2 squeeze (space-to-depth) and Haar wavelet downsampling."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from FrEIA.modules import HaarDownsampling as FrEIAHaarDownsampling
+from FrEIA.modules import InvertibleModule
+from torch import Tensor
+
+from cinn.blocks._shapes import per_sample
+
+
+def _halved(shape: tuple[int, ...], block: str) -> tuple[int, int, int]:
+    channels, height, width = shape
+    if height % 2 or width % 2:
+        raise ValueError(f"{block} needs an even height and width, got {height}x{width}")
+    return channels * 4, height // 2, width // 2
+
+
+class Squeeze(InvertibleModule):
+    r"""2x2 space-to-depth: ``(B, C, H, W) → (B, 4C, H/2, W/2)``, a permutation, ``log_det = 0``.
+
+    Output channel ``4c + 2i + j`` holds input channel ``c`` at offset ``(i, j)`` of each 2x2 cell
+    (Glow's ordering, ``torch.nn.functional.pixel_unshuffle``).
+
+    Example:
+        >>> (y,), _ = Squeeze([(3, 8, 8)])([torch.randn(2, 3, 8, 8)])   # y: (2, 12, 4, 4)
+    """
+
+    def __init__(self, dims_in: list[tuple[int, ...]], dims_c: list[tuple[int, ...]] | None = None):
+        super().__init__(dims_in, dims_c)
+        self.out_shape = _halved(dims_in[0], "Squeeze")
+
+    def forward(self, x_or_z: list[Tensor], c: list[Tensor] | None = None, rev: bool = False,
+                jac: bool = True) -> tuple[tuple[Tensor], Tensor]:
+        x = x_or_z[0]
+        out = F.pixel_shuffle(x, 2) if rev else F.pixel_unshuffle(x, 2)
+        return (out,), per_sample(0.0, x)
+
+    def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [_halved(input_dims[0], "Squeeze")]
+
+
+class HaarDownsampling(FrEIAHaarDownsampling):
+    r"""Haar wavelet downsampling ``(B, C, H, W) → (B, 4C, H/2, W/2)`` (FrEIA's, with its defects fixed).
+
+    Each channel's 2x2 cells become (average, vertical, horizontal, diagonal) coefficients, each
+    scaled by ``rebalance/2``; ``log_det = C·H·W·log(rebalance)`` (0 for the default orthonormal
+    transform), shape ``(B,)``.
+
+    Fixed against FrEIA 0.2: its reverse scales the caller's tensor in place; its log-det is a
+    Python float rather than one value per sample; its constant wavelet filter is registered as
+    a (non-trainable) parameter, so it shows up in ``parameters()`` and optimisers. Here the
+    filter is a buffer and nothing is modified in place.
+
+    Example:
+        >>> (y,), _ = HaarDownsampling([(2, 8, 8)])([torch.randn(1, 2, 8, 8)])   # y: (1, 8, 4, 4)
+    """
+
+    def __init__(self, dims_in: list[tuple[int, ...]], dims_c: list[tuple[int, ...]] | None = None,
+                 order_by_wavelet: bool = False, rebalance: float = 1.0):
+        _halved(dims_in[0], "HaarDownsampling")
+        super().__init__(dims_in, dims_c, order_by_wavelet=order_by_wavelet, rebalance=rebalance)
+        weights = self.haar_weights.data
+        del self.haar_weights
+        self.register_buffer("haar_weights", weights)
+        if self.permute:
+            perm, perm_inv = self.perm, self.perm_inv
+            del self.perm, self.perm_inv
+            self.register_buffer("perm", perm)
+            self.register_buffer("perm_inv", perm_inv)
+
+    def forward(self, x_or_z: list[Tensor], c: list[Tensor] | None = None, rev: bool = False,
+                jac: bool = True) -> tuple[tuple[Tensor], Tensor]:
+        x = x_or_z[0]
+        elements = x[0].numel()
+        if not rev:
+            out = F.conv2d(x, self.haar_weights.to(x.dtype), stride=2, groups=self.in_channels)
+            if self.permute:
+                out = out[:, self.perm]
+            return (out * self.fac_fwd,), per_sample(elements * self.jac_fwd, x)
+        coefficients = x[:, self.perm_inv] if self.permute else x
+        out = F.conv_transpose2d(coefficients * self.fac_rev, self.haar_weights.to(x.dtype), stride=2,
+                                 groups=self.in_channels)
+        return (out,), per_sample(elements * self.jac_rev, x)

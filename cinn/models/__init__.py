@@ -1,0 +1,17 @@
+"""Model builders and the model interface (:class:`Flow`)."""
+
+from cinn.models.cinn import build_cinn, build_cinn_fc
+from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot
+from cinn.models.flow import Flow, standard_normal_log_prob
+from cinn.models.glow import build_glow
+
+__all__ = [
+    "Flow",
+    "ImageConditionPyramid",
+    "LabelMaps",
+    "OneHot",
+    "build_cinn",
+    "build_cinn_fc",
+    "build_glow",
+    "standard_normal_log_prob",
+]

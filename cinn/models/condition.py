@@ -1,0 +1,96 @@
+"""Condition networks: turn the user's condition into the tensors the coupling blocks receive.
+
+Each returns a list of tensors, one per scale of the flow, and is trained jointly with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class OneHot(nn.Module):
+    """Class labels → one-hot vectors: ``(B,)`` integers → ``[(B, K)]``; float ``(B, K)`` passes through.
+
+    Example:
+        >>> OneHot(10)(torch.tensor([3, 1]))[0].shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        self.n_classes = n_classes
+        # Follows .to()/.double() of the model, so the one-hot vectors get the model's dtype.
+        self.register_buffer("dtype_reference", torch.zeros(()), persistent=False)
+
+    def forward(self, c: Tensor) -> list[Tensor]:
+        if c.is_floating_point():
+            if c.dim() != 2 or c.shape[1] != self.n_classes:
+                raise ValueError(f"expected labels (B,) or one-hot (B, {self.n_classes}), got {tuple(c.shape)}")
+            return [c]
+        if c.dim() != 1:
+            raise ValueError(f"expected integer labels of shape (B,), got {tuple(c.shape)}")
+        if c.numel() and (c.min() < 0 or c.max() >= self.n_classes):
+            raise ValueError(f"labels must lie in [0, {self.n_classes - 1}], got {c.min()}..{c.max()}")
+        return [F.one_hot(c, self.n_classes).to(self.dtype_reference.dtype)]
+
+
+class ImageConditionPyramid(nn.Module):
+    """A conv net on a condition image giving features at each scale of a multi-scale cINN.
+
+    Level ``l`` (0-based) has resolution ``(H / 2^(l+1), W / 2^(l+1))`` (the flow Haar-downsamples
+    before each level) and ``channels[l]`` feature maps: a stride-2 3x3 conv, ReLU, 3x3 conv, ReLU
+    applied to the previous level's features (the condition image for level 0).
+
+    Shapes: ``(B, C_c, H, W)`` → ``[(B, channels[l], H/2^(l+1), W/2^(l+1)) for l]``.
+
+    Example:
+        >>> net = ImageConditionPyramid(1, (16, 32))
+        >>> [f.shape[1:] for f in net(torch.randn(2, 1, 16, 16))]
+        [torch.Size([16, 8, 8]), torch.Size([32, 4, 4])]
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int]):
+        super().__init__()
+        stages = []
+        width = in_channels
+        for out in channels:
+            stages.append(nn.Sequential(
+                nn.Conv2d(width, out, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(out, out, 3, padding=1), nn.ReLU(),
+            ))
+            width = out
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, c: Tensor) -> list[Tensor]:
+        features = []
+        for stage in self.stages:
+            c = stage(c)
+            features.append(c)
+        return features
+
+
+class LabelMaps(nn.Module):
+    """Class labels → learned embeddings broadcast as constant feature maps at each scale.
+
+    Shapes: labels ``(B,)`` (or one-hot ``(B, K)``) → ``[(B, channels[l], *sizes[l]) for l]``.
+
+    Example:
+        >>> net = LabelMaps(10, (8, 8), [(14, 14), (7, 7)])
+        >>> [f.shape[1:] for f in net(torch.tensor([1, 2]))]
+        [torch.Size([8, 14, 14]), torch.Size([8, 7, 7])]
+    """
+
+    def __init__(self, n_classes: int, channels: Sequence[int], sizes: Sequence[tuple[int, int]]):
+        super().__init__()
+        self.one_hot = OneHot(n_classes)
+        self.embeddings = nn.ModuleList(nn.Linear(n_classes, width) for width in channels)
+        self.sizes = [tuple(size) for size in sizes]
+
+    def forward(self, c: Tensor) -> list[Tensor]:
+        (y,) = self.one_hot(c)
+        return [embed(y)[:, :, None, None].expand(-1, -1, *size)
+                for embed, size in zip(self.embeddings, self.sizes, strict=True)]

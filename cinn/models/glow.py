@@ -1,0 +1,89 @@
+"""Glow (Kingma & Dhariwal 2018): a multi-scale flow of ActNorm → 1x1 conv → coupling steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from cinn.blocks import (
+    ActNorm,
+    ChannelPermutation,
+    CouplingBlock,
+    InvertibleConv1x1,
+    InvertibleConv1x1LU,
+    LearnedPrior,
+    Split,
+    Squeeze,
+    conv_subnet,
+)
+from cinn.models.condition import OneHot
+from cinn.models.flow import Flow
+
+GlowCoupling = Literal["affine", "additive"]
+GlowPermutation = Literal["lu", "plain", "reverse", "shuffle"]
+
+
+def check_multiscale_shape(input_shape: Sequence[int], n_levels: int) -> None:
+    """Raise a clear error unless ``(C, H, W)`` can be halved ``n_levels`` times."""
+    if len(input_shape) != 3:
+        raise ValueError(f"expected an image shape (C, H, W), got {tuple(input_shape)}")
+    _, height, width = input_shape
+    factor = 2 ** n_levels
+    if n_levels < 1 or height % factor or width % factor:
+        raise ValueError(f"image size {height}x{width} must be divisible by 2^n_levels = {factor} "
+                         f"(n_levels={n_levels}); change the image size or n_levels")
+
+
+def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, steps_per_level: int = 32,
+               hidden_channels: int = 512, coupling: GlowCoupling = "affine",
+               permutation: GlowPermutation = "lu", learn_top_prior: bool = True, split_prior: bool = True,
+               n_classes: int = 0, seed: int = 0) -> Flow:
+    r"""Multi-scale Glow: ``L`` levels of [squeeze → K × (ActNorm → 1x1 conv → coupling)] → split.
+
+    Every level but the last ends in a :class:`~cinn.blocks.Split` whose learned prior predicts
+    the split-off half from the kept half (``split_prior``); the last level ends in a learned top
+    prior (``learn_top_prior``). With ``n_classes > 0`` the priors also receive the class label
+    (Glow's ``ycond``): pass ``c`` as integer labels ``(B,)`` or one-hot ``(B, n_classes)``.
+
+    Couplings use Glow's conv subnet (3x3 → ReLU → 1x1 → ReLU → zero 3x3, width
+    ``hidden_channels``) and, for ``"affine"``, the scale ``σ(h + 2)``. ``permutation`` picks the
+    channel mixing: learned 1x1 conv (``"lu"``, ``"plain"``) or fixed (``"reverse"``, ``"shuffle"``).
+
+    The model maps ``x`` of shape ``(B, *input_shape)`` to ``n_levels`` latents; inputs are
+    expected dequantised in ``[0, 1]`` (see :mod:`cinn.likelihood`).
+
+    Example:
+        >>> glow = build_glow((1, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=16)
+        >>> log_p = glow.log_prob(torch.rand(4, 1, 8, 8))
+    """
+    check_multiscale_shape(input_shape, n_levels)
+    if coupling not in ("affine", "additive"):
+        raise ValueError(f"unknown coupling {coupling!r}; use 'affine' or 'additive'")
+    permutation_blocks = {
+        "lu": (InvertibleConv1x1LU, {}),
+        "plain": (InvertibleConv1x1, {}),
+        "reverse": (ChannelPermutation, {"kind": "reverse"}),
+        "shuffle": (ChannelPermutation, {"kind": "shuffle"}),
+    }
+    if permutation not in permutation_blocks:
+        raise ValueError(f"unknown permutation {permutation!r}; use one of {sorted(permutation_blocks)}")
+    permutation_class, permutation_kwargs = permutation_blocks[permutation]
+    class_condition = 0 if n_classes > 0 else None
+    flow = Flow(input_shape,
+                condition_shapes=[(n_classes,)] if n_classes > 0 else [],
+                condition_net=OneHot(n_classes) if n_classes > 0 else None)
+    transform = "affine_sigmoid" if coupling == "affine" else "additive"
+    subnet = conv_subnet(hidden_channels)
+    for level in range(n_levels):
+        flow.append(Squeeze)
+        for step in range(steps_per_level):
+            flow.append(ActNorm)
+            extra = {"seed": seed + level * steps_per_level + step} if permutation == "shuffle" else {}
+            flow.append(permutation_class, **permutation_kwargs, **extra)
+            flow.append(CouplingBlock, subnet_constructor=subnet, transform=transform)
+        if level < n_levels - 1:
+            flow.append(Split, learned_prior=split_prior,
+                        condition=class_condition if split_prior else None)
+    if learn_top_prior or n_classes > 0:
+        flow.append(LearnedPrior, learn_top=learn_top_prior, condition=class_condition)
+    return flow

@@ -1,0 +1,217 @@
+"""One generic contract test for every invertible block (float64, tiny shapes, perturbed parameters).
+
+Adding a block to cinn means adding it to BLOCK_CASES.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from FrEIA.modules import InvertibleModule
+from invertibility import brute_force_log_det, max_abs_difference, perturb_
+
+from cinn.blocks import (
+    ActNorm,
+    ChannelPermutation,
+    CouplingBlock,
+    HaarDownsampling,
+    InvertibleConv1x1,
+    InvertibleConv1x1LU,
+    LearnedPrior,
+    OrthogonalPermutation,
+    Split,
+    Squeeze,
+    conv_subnet,
+    fc_subnet,
+)
+
+BATCH = 3
+
+
+@dataclass
+class BlockCase:
+    name: str
+    block_class: type[InvertibleModule]
+    input_shape: tuple[int, ...]
+    condition_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+
+    def build(self, seed: int = 0) -> InvertibleModule:
+        torch.manual_seed(seed)
+        block = self.block_class([self.input_shape], self.condition_shapes or None, **self.kwargs).double()
+        return perturb_(block, seed=seed)
+
+    def inputs(self, seed: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn((BATCH, *self.input_shape), generator=generator, dtype=torch.float64)
+        conditions = []
+        for shape in self.condition_shapes:
+            if len(shape) == 1 and self.block_class in (Split, LearnedPrior):
+                labels = torch.randint(shape[0], (BATCH,), generator=generator)
+                conditions.append(torch.nn.functional.one_hot(labels, shape[0]).double())
+            else:
+                conditions.append(torch.randn((BATCH, *shape), generator=generator, dtype=torch.float64))
+        return x, conditions
+
+
+def call(block: InvertibleModule, inputs: list[torch.Tensor], conditions: list[torch.Tensor], rev: bool):
+    if conditions:
+        return block(inputs, c=conditions, rev=rev, jac=True)
+    return block(inputs, rev=rev, jac=True)
+
+
+CONV = conv_subnet(8)
+FC = fc_subnet(8)
+BLOCK_CASES = [
+    BlockCase("actnorm", ActNorm, (3, 4, 4)),
+    BlockCase("actnorm_flat", ActNorm, (5,)),
+    BlockCase("conv1x1", InvertibleConv1x1, (4, 3, 3)),
+    BlockCase("conv1x1_flat", InvertibleConv1x1, (5,)),
+    BlockCase("conv1x1_lu", InvertibleConv1x1LU, (4, 3, 3)),
+    BlockCase("conv1x1_lu_flat", InvertibleConv1x1LU, (5,)),
+    BlockCase("coupling_additive", CouplingBlock, (4, 4, 4),
+              kwargs={"subnet_constructor": CONV, "transform": "additive"}),
+    BlockCase("coupling_sigmoid", CouplingBlock, (4, 4, 4),
+              kwargs={"subnet_constructor": CONV, "transform": "affine_sigmoid"}),
+    BlockCase("coupling_soft_clamp_odd", CouplingBlock, (5, 4, 4),
+              kwargs={"subnet_constructor": CONV, "transform": "affine_soft_clamp", "clamp": 1.5}),
+    BlockCase("coupling_sigmoid_conditional", CouplingBlock, (4, 4, 4), [(2, 4, 4)],
+              kwargs={"subnet_constructor": CONV, "transform": "affine_sigmoid"}),
+    BlockCase("coupling_additive_conditional", CouplingBlock, (4, 4, 4), [(2, 4, 4), (1, 4, 4)],
+              kwargs={"subnet_constructor": CONV, "transform": "additive"}),
+    BlockCase("coupling_two_sided_conditional", CouplingBlock, (4, 4, 4), [(2, 4, 4)],
+              kwargs={"subnet_constructor": CONV, "transform": "affine_soft_clamp", "two_sided": True}),
+    BlockCase("coupling_fc", CouplingBlock, (6,),
+              kwargs={"subnet_constructor": FC, "transform": "affine_soft_clamp"}),
+    BlockCase("coupling_fc_two_sided_conditional", CouplingBlock, (6,), [(3,)],
+              kwargs={"subnet_constructor": FC, "transform": "affine_soft_clamp", "two_sided": True}),
+    BlockCase("squeeze", Squeeze, (2, 4, 4)),
+    BlockCase("haar", HaarDownsampling, (2, 4, 4)),
+    BlockCase("haar_by_wavelet_rebalanced", HaarDownsampling, (2, 4, 4),
+              kwargs={"order_by_wavelet": True, "rebalance": 0.5}),
+    BlockCase("orthogonal_permutation", OrthogonalPermutation, (5, 3, 3), kwargs={"seed": 4}),
+    BlockCase("orthogonal_permutation_flat", OrthogonalPermutation, (7,), kwargs={"seed": 4}),
+    BlockCase("channel_reverse", ChannelPermutation, (4, 2, 2), kwargs={"kind": "reverse"}),
+    BlockCase("channel_shuffle", ChannelPermutation, (6, 2, 2), kwargs={"kind": "shuffle", "seed": 2}),
+    BlockCase("split_learned_prior", Split, (4, 3, 3)),
+    BlockCase("split_plain", Split, (5, 3, 3), kwargs={"learned_prior": False}),
+    BlockCase("split_class_conditional", Split, (4, 3, 3), [(3,)]),
+    BlockCase("split_flat", Split, (6,)),
+    BlockCase("learned_prior", LearnedPrior, (4, 2, 2)),
+    BlockCase("learned_prior_class_conditional", LearnedPrior, (4, 2, 2), [(3,)]),
+    BlockCase("class_prior_only", LearnedPrior, (3,), [(2,)], kwargs={"learn_top": False}),
+]
+CONDITIONAL_CASES = [case for case in BLOCK_CASES if case.condition_shapes]
+by_name: Callable[[BlockCase], str] = lambda case: case.name  # noqa: E731
+
+
+@pytest.fixture(params=BLOCK_CASES, ids=by_name)
+def case(request) -> BlockCase:
+    return request.param
+
+
+def test_round_trip_both_ways(case):
+    block = case.build()
+    x, conditions = case.inputs()
+    outputs, _ = call(block, [x], conditions, rev=False)
+    (x_back,), _ = call(block, list(outputs), conditions, rev=True)
+    assert (x_back - x).abs().max() <= 1e-10
+    latents = [torch.randn_like(o) for o in outputs]
+    (x_from_latents,), _ = call(block, latents, conditions, rev=True)
+    latents_back, _ = call(block, [x_from_latents], conditions, rev=False)
+    assert max_abs_difference(latents_back, latents) <= 1e-10
+
+
+def test_log_det_matches_brute_force_jacobian(case):
+    block = case.build()
+    x, conditions = case.inputs()
+
+    def per_sample(c_index_from: torch.Tensor, rev: bool):
+        def fn(inputs):
+            return call(block, inputs, [c[c_index_from] for c in conditions], rev=rev)[0]
+        return fn
+
+    outputs, log_det = call(block, [x], conditions, rev=False)
+    assert log_det.shape == (BATCH,)
+    for b in range(BATCH):
+        index = torch.tensor([b])
+        expected = brute_force_log_det(per_sample(index, rev=False), [x[index]])
+        assert torch.allclose(log_det[b], expected[0], rtol=0, atol=1e-8)
+    _, log_det_rev = call(block, list(outputs), conditions, rev=True)
+    assert log_det_rev.shape == (BATCH,)
+    assert torch.allclose(log_det_rev, -log_det, rtol=0, atol=1e-10)
+    for b in range(BATCH):
+        index = torch.tensor([b])
+        expected = brute_force_log_det(per_sample(index, rev=True), [o[index] for o in outputs])
+        assert torch.allclose(log_det_rev[b], expected[0], rtol=0, atol=1e-8)
+
+
+def test_log_det_is_not_trivially_zero_for_volume_changing_blocks(case):
+    volume_preserving = (Squeeze, HaarDownsampling, OrthogonalPermutation, ChannelPermutation)
+    block = case.build()
+    x, conditions = case.inputs()
+    _, log_det = call(block, [x], conditions, rev=False)
+    is_zero = bool(torch.all(log_det.abs() < 1e-12))
+    additive = case.kwargs.get("transform") == "additive"
+    plain_split = case.kwargs.get("learned_prior") is False
+    rebalanced = case.kwargs.get("rebalance", 1.0) != 1.0
+    expect_zero = (isinstance(block, volume_preserving) and not rebalanced) or additive or plain_split
+    assert is_zero == expect_zero
+
+
+def test_inputs_are_not_modified(case):
+    block = case.build()
+    x, conditions = case.inputs()
+    x_copy, conditions_copy = x.clone(), [c.clone() for c in conditions]
+    outputs, _ = call(block, [x], conditions, rev=False)
+    outputs_copy = [o.clone() for o in outputs]
+    call(block, list(outputs), conditions, rev=True)
+    assert torch.equal(x, x_copy)
+    assert all(torch.equal(a, b) for a, b in zip(conditions, conditions_copy, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(outputs, outputs_copy, strict=True))
+
+
+def test_every_parameter_gets_a_gradient(case):
+    block = case.build()
+    x, conditions = case.inputs()
+    x.requires_grad_(True)
+    outputs, log_det = call(block, [x], conditions, rev=False)
+    loss = sum(o.pow(2).sum() for o in outputs) - log_det.sum()
+    loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for name, parameter in block.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_state_dict_round_trip(case):
+    block = case.build(seed=0)
+    fresh = case.build(seed=5)
+    x, conditions = case.inputs()
+    fresh.load_state_dict(block.state_dict())
+    expected, expected_log_det = call(block, [x], conditions, rev=False)
+    actual, actual_log_det = call(fresh, [x], conditions, rev=False)
+    assert max_abs_difference(actual, expected) == 0
+    assert torch.equal(actual_log_det, expected_log_det)
+
+
+@pytest.mark.parametrize("case", CONDITIONAL_CASES, ids=by_name)
+def test_condition_changes_the_output(case):
+    block = case.build()
+    x, conditions = case.inputs(seed=1)
+    _, other_conditions = case.inputs(seed=2)
+    outputs, _ = call(block, [x], conditions, rev=False)
+    other_outputs, _ = call(block, [x], other_conditions, rev=False)
+    assert max_abs_difference(outputs, other_outputs) > 1e-3
+
+
+def test_output_dims_match_outputs(case):
+    block = case.build()
+    x, conditions = case.inputs()
+    outputs, _ = call(block, [x], conditions, rev=False)
+    declared = block.output_dims([case.input_shape])
+    assert [tuple(o.shape[1:]) for o in outputs] == [tuple(d) for d in declared]
+    assert sum(math.prod(d) for d in declared) == math.prod(case.input_shape)
