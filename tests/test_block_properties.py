@@ -1,0 +1,141 @@
+"""Block-specific properties beyond the generic contract: initialisation, persistence, accuracy."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from invertibility import perturb_
+
+from cinn.blocks import (
+    ActNorm,
+    CouplingBlock,
+    InvertibleConv1x1,
+    InvertibleConv1x1LU,
+    LearnedPrior,
+    OrthogonalPermutation,
+    Split,
+    conv_subnet,
+    fc_subnet,
+)
+from cinn.blocks._shapes import mix_channels
+
+
+def test_actnorm_initialises_to_zero_mean_unit_variance():
+    norm = ActNorm([(3, 5, 5)])
+    x = torch.randn(64, 3, 5, 5) * torch.tensor([0.1, 3.0, 10.0])[:, None, None] + 4.0
+    (y,), _ = norm([x])
+    assert bool(norm.initialized)
+    assert torch.allclose(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(y.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
+
+
+def test_actnorm_initialises_only_once():
+    norm = ActNorm([(2,)])
+    norm([torch.randn(32, 2) * 5])
+    state = {k: v.clone() for k, v in norm.state_dict().items()}
+    norm([torch.randn(32, 2) + 100])
+    assert all(torch.equal(state[k], v) for k, v in norm.state_dict().items())
+
+
+def test_actnorm_state_survives_state_dict_round_trip_without_reinit():
+    trained = ActNorm([(3, 4, 4)])
+    trained([torch.randn(16, 3, 4, 4) * 2 + 1])
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)
+    buffer.seek(0)
+    restored = ActNorm([(3, 4, 4)])
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert bool(restored.initialized)
+    restored([torch.randn(16, 3, 4, 4) * 50 - 7])  # a different batch must not re-initialise it
+    assert torch.equal(restored.bias, trained.bias)
+    assert torch.equal(restored.log_scale, trained.log_scale)
+
+
+def test_actnorm_uninitialised_state_stays_uninitialised_after_load():
+    restored = ActNorm([(2,)])
+    restored.load_state_dict(ActNorm([(2,)]).state_dict())
+    assert not bool(restored.initialized)
+
+
+def test_actnorm_reverse_before_init_is_an_error():
+    norm = ActNorm([(3, 4, 4)])
+    with pytest.raises(RuntimeError, match="not initialised"):
+        norm([torch.randn(2, 3, 4, 4)], rev=True)
+    assert not bool(norm.initialized)
+
+
+@pytest.mark.parametrize("transform", ["additive", "affine_soft_clamp"])
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_zero_initialised_coupling_is_the_identity(transform, two_sided):
+    block = CouplingBlock([(4, 4, 4)], [(2, 4, 4)], subnet_constructor=conv_subnet(8), transform=transform,
+                          two_sided=two_sided)
+    x, c = torch.randn(2, 4, 4, 4), torch.randn(2, 2, 4, 4)
+    (y,), log_det = block([x], c=[c])
+    assert torch.equal(y, x)
+    assert torch.equal(log_det, torch.zeros(2))
+
+
+def test_zero_initialised_glow_sigmoid_coupling_is_a_fixed_scaling():
+    """Glow's σ(h + 2) starts at σ(2) ≈ 0.88, not 1: the block starts as y_b = x_b·σ(2)."""
+    block = CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid")
+    x = torch.randn(3, 4)
+    (y,), log_det = block([x])
+    scale = torch.sigmoid(torch.tensor(2.0))
+    assert torch.equal(y[:, :2], x[:, :2])
+    assert torch.allclose(y[:, 2:], x[:, 2:] * scale)
+    assert torch.allclose(log_det, torch.full((3,), 2 * torch.log(scale).item()))
+
+
+def test_zero_initialised_priors_are_the_identity():
+    x = torch.randn(2, 4, 3, 3)
+    (kept, eps), log_det = Split([(4, 3, 3)])([x])
+    assert torch.equal(torch.cat([kept, eps], 1), x) and torch.equal(log_det, torch.zeros(2))
+    (eps,), log_det = LearnedPrior([(4, 3, 3)])([x])
+    assert torch.equal(eps, x) and torch.equal(log_det, torch.zeros(2))
+
+
+def test_lu_and_plain_conv_agree_at_init():
+    torch.manual_seed(11)
+    plain = InvertibleConv1x1([(6, 3, 3)])
+    torch.manual_seed(11)
+    lu = InvertibleConv1x1LU([(6, 3, 3)])
+    x = torch.randn(2, 6, 3, 3)
+    (y_plain,), log_det_plain = plain([x])
+    (y_lu,), log_det_lu = lu([x])
+    assert torch.allclose(y_plain, y_lu, atol=1e-6)
+    assert torch.allclose(log_det_plain, log_det_lu, atol=1e-5)
+    assert log_det_lu.abs().max() < 1e-4  # a rotation preserves volume
+
+
+@pytest.mark.parametrize("block_class", [InvertibleConv1x1, InvertibleConv1x1LU])
+def test_conv1x1_inverse_is_accurate_in_float32_after_training(block_class):
+    """After training W drifts far from a rotation; the float64 inverse keeps float32 round trips tight."""
+    torch.manual_seed(0)
+    block = perturb_(block_class([(48, 4, 4)]), scale=0.1)
+    weight = block.weight() if isinstance(block, InvertibleConv1x1LU) else block.weight
+    x = torch.randn(8, 48, 4, 4)
+    (y,), _ = block([x])
+    (x_back,), _ = block([y], rev=True)
+    naive_float32_inverse = mix_channels(y, torch.linalg.inv(weight.detach()))
+    assert (x_back - x).abs().max() < 1e-5
+    assert (x_back - x).abs().max() < (naive_float32_inverse - x).abs().max()
+
+
+def test_orthogonal_permutation_is_seeded_and_leaves_global_rngs_alone():
+    torch_state = torch.random.get_rng_state()
+    first = OrthogonalPermutation([(8, 2, 2)], seed=3)
+    second = OrthogonalPermutation([(8, 2, 2)], seed=3)
+    other = OrthogonalPermutation([(8, 2, 2)], seed=4)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert torch.equal(first.weight, second.weight)
+    assert not torch.equal(first.weight, other.weight)
+    assert torch.allclose(first.weight @ first.weight.T, torch.eye(8, dtype=torch.float64), atol=1e-14)
+
+
+def test_orthogonal_permutation_survives_save_load():
+    saved = OrthogonalPermutation([(5,)], seed=1)
+    restored = OrthogonalPermutation([(5,)], seed=2)
+    restored.load_state_dict(saved.state_dict())
+    assert torch.equal(restored.weight, saved.weight)
