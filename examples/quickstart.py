@@ -1,4 +1,5 @@
 import torch
+
 from cinn import bits_per_dim, build_glow, dequantize, quantize
 
 glow = build_glow((1, 28, 28), n_levels=2, steps_per_level=4, hidden_channels=64)
