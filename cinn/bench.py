@@ -1,0 +1,139 @@
+"""Speed and memory measurements: training and sampling throughput, peak memory, achieved GFLOP/s."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cinn.likelihood import bits_per_dim
+from cinn.models.flow import Flow
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
+                  repeats: int = 5) -> float:
+    """Measured dense matmul rate ``2·n³ / t`` in GFLOP/s (best of ``repeats``): the machine's yardstick."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        _synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch, or the process's peak resident set size on the CPU (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class BenchReport:
+    description: str
+    device: str
+    batch_size: int
+    train_images_per_s: float
+    sample_images_per_s: float
+    peak_memory_mb: float
+    train_gflop_per_image: float
+    train_gflops: float
+    matmul_fp32_gflops: float
+    matmul_bf16_gflops: float
+
+    def format(self) -> str:
+        return (f"{self.description} on {self.device}, batch {self.batch_size}\n"
+                f"  training: {self.train_images_per_s:.1f} img/s, {self.train_gflop_per_image:.2f} GFLOP/img, "
+                f"{self.train_gflops:.1f} GFLOP/s = {self.train_gflops / self.matmul_fp32_gflops:.0%} of fp32 "
+                f"matmul ({self.matmul_fp32_gflops:.0f} GFLOP/s), "
+                f"{self.train_gflops / self.matmul_bf16_gflops:.0%} of bf16 matmul "
+                f"({self.matmul_bf16_gflops:.0f} GFLOP/s)\n"
+                f"  sampling: {self.sample_images_per_s:.1f} img/s\n"
+                f"  peak memory: {self.peak_memory_mb:.0f} MiB")
+
+    def append_to(self, path: Path, command: str) -> None:
+        """Append this report, dated and with the command that produced it, to a Markdown file."""
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        with open(path, "a") as file:
+            file.write(f"\n### bench {stamp} — {platform.node() or 'this machine'}\n\n`{command}`\n\n"
+                       f"```\n{self.format()}\n```\n")
+
+
+def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size: int, steps: int,
+                       device: torch.device, precision: str = "fp32", compile: bool = False,
+                       sample_batch: int = 64, warmup_steps: int = 2) -> BenchReport:
+    """Time ``steps`` training steps (forward, bits/dim loss, backward, Adamax) on random data, count
+    their FLOPs, and time sampling ``sample_batch`` images."""
+    model = model.to(device).train()
+    x = torch.rand(batch_size, *image_shape, device=device)
+    condition = (torch.arange(batch_size, device=device) % model.condition_shapes[0][0]
+                 if model.condition_shapes else None)
+    with torch.no_grad():
+        model.log_prob(x, condition)  # data-dependent init
+    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-4)
+    forward = torch.compile(model) if compile else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    dims = x[0].numel()
+
+    def step() -> None:
+        with autocast:
+            log_prob = forward(x, condition)
+        loss = bits_per_dim(-log_prob.float(), dims).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup_steps):
+        step()
+    flop_counter = FlopCounterMode(display=False)
+    with flop_counter:
+        step()
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _synchronize(device)
+    train_seconds = time.perf_counter() - start
+
+    model.eval()
+    samples_condition = (torch.arange(sample_batch, device=device) % model.condition_shapes[0][0]
+                         if model.condition_shapes else None)
+    model.sample(sample_batch, samples_condition)
+    _synchronize(device)
+    start = time.perf_counter()
+    model.sample(sample_batch, samples_condition)
+    _synchronize(device)
+    sample_seconds = time.perf_counter() - start
+
+    gflop_per_image = flop_counter.get_total_flops() / batch_size / 1e9
+    images_per_s = steps * batch_size / train_seconds
+    return BenchReport(
+        description=f"{type(model).__name__} {tuple(image_shape)}, {sum(p.numel() for p in model.parameters()):,} "
+                    f"parameters, {precision}{', compiled' if compile else ''}",
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} "
+                                                                                    "threads)",
+        batch_size=batch_size,
+        train_images_per_s=images_per_s,
+        sample_images_per_s=sample_batch / sample_seconds,
+        peak_memory_mb=peak_memory_mb(device),
+        train_gflop_per_image=gflop_per_image,
+        train_gflops=gflop_per_image * images_per_s,
+        matmul_fp32_gflops=matmul_gflops(device, torch.float32),
+        matmul_bf16_gflops=matmul_gflops(device, torch.bfloat16),
+    )

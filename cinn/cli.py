@@ -1,0 +1,79 @@
+"""Command-line plumbing shared by the tasks: clean one-line errors, run configs, resume rules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cinn.config import (
+    ConfigError,
+    apply_overrides,
+    config_differences,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+from cinn.data import DataError
+from cinn.engine.checkpoint import CheckpointError, load_checkpoint
+from cinn.engine.trainer import CHECKPOINT_NAME, NonFiniteTrainingError
+
+T = TypeVar("T")
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteTrainingError, FileNotFoundError,
+               PermissionError)
+
+# Settings that may change when a run is resumed: they decide how long to train and what to log,
+# not what the steps compute.
+RESUMABLE_CHANGES = {"train.steps", "train.max_minutes", "train.log_every", "train.eval_every",
+                     "train.eval_images", "train.sample_every", "train.checkpoint_every", "train.num_workers"}
+
+
+def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run a task's ``main`` and turn user errors into one line on stderr and exit code 2."""
+    try:
+        sys.exit(main(argv) or 0)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config (see configs/); defaults apply without one")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in run_dir from its checkpoint.pt, exactly where it stopped")
+    parser.add_argument("--force", action="store_true",
+                        help="with --resume: accept config changes that alter the training computation")
+
+
+def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str], task: str) -> T:
+    """The run's config: from ``--config`` and overrides, or, with ``--resume``, from the checkpoint.
+
+    Resuming with a config that differs from the checkpoint's in anything but :data:`RESUMABLE_CHANGES`
+    is refused (naming the keys) unless ``--force`` is given.
+    """
+    config = load_config(cls, args.config, overrides)
+    if not args.resume:
+        return config
+    checkpoint = Path(config.run_dir) / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint)
+    check_task(state, task, checkpoint)
+    saved = config_from_dict(cls, state["config"])
+    if args.config is None:
+        config = apply_overrides(saved, overrides)
+    changed = [key for key in config_differences(config_to_dict(saved), config_to_dict(config))
+               if key not in RESUMABLE_CHANGES]
+    if changed and not args.force:
+        raise ConfigError(f"cannot resume {checkpoint}: the config differs from the checkpoint's in "
+                          f"{', '.join(changed)}; undo those changes or pass --force")
+    return config
+
+
+def check_task(state: dict[str, Any], task: str, path: Path) -> None:
+    if state.get("task") != task:
+        raise CheckpointError(f"{path} is a checkpoint of the '{state.get('task')}' task, not '{task}'")

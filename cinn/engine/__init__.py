@@ -1,0 +1,23 @@
+"""The training engine shared by every task: loop, checkpoints, objectives, evaluation, distribution."""
+
+from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cinn.engine.distributed import ProcessGroup, close_process_group, init_process_group, resolve_device
+from cinn.engine.evaluate import evaluate_bits_per_dim
+from cinn.engine.objective import DequantizedImages, Objective
+from cinn.engine.trainer import NonFiniteTrainingError, TrainConfig, Trainer
+
+__all__ = [
+    "CheckpointError",
+    "DequantizedImages",
+    "NonFiniteTrainingError",
+    "Objective",
+    "ProcessGroup",
+    "TrainConfig",
+    "Trainer",
+    "close_process_group",
+    "evaluate_bits_per_dim",
+    "init_process_group",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+]

@@ -1,0 +1,56 @@
+"""Pictures: image grids and learning curves."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from torch import Tensor
+from torchvision.utils import save_image
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
+    """Save images ``(N, C, H, W)`` with values in ``[0, 1]`` (clamped) as one PNG grid."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.detach().float().clamp(0, 1).cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
+    return path
+
+
+def read_metrics(csv_path: str | Path) -> dict[str, list[float]]:
+    """Columns of a metrics CSV as float lists (empty cells are skipped per column)."""
+    columns: dict[str, list[float]] = {}
+    steps: dict[str, list[float]] = {}
+    with open(csv_path, newline="") as file:
+        for row in csv.DictReader(file):
+            for key, value in row.items():
+                if key != "step" and value not in ("", None):
+                    columns.setdefault(key, []).append(float(value))
+                    steps.setdefault(key, []).append(float(row["step"]))
+    return {**columns, **{f"{key}@step": value for key, value in steps.items()}}
+
+
+def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str = "") -> Path:
+    """Plot training (and, when logged, evaluation) bits/dim against step from a metrics CSV."""
+    metrics = read_metrics(csv_path)
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for key, label in (("train_bpd", "train (running mean)"), ("eval_bpd", "held-out")):
+        if key in metrics:
+            axis.plot(metrics[f"{key}@step"], metrics[key], label=label, marker="o" if key == "eval_bpd" else None)
+    axis.set_xlabel("step")
+    axis.set_ylabel("bits / dim")
+    if "train_bpd" in metrics:
+        values = sorted(metrics["train_bpd"])
+        axis.set_ylim(values[0] - 0.1, values[int(0.9 * (len(values) - 1))] + 0.3)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    axis.set_title(title)
+    figure.tight_layout()
+    png_path = Path(png_path)
+    figure.savefig(png_path, dpi=120)
+    plt.close(figure)
+    return png_path

@@ -1,0 +1,181 @@
+"""The training engine: schedules, checkpoints, exact resume, the non-finite guard, outputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from cinn import build_glow
+from cinn.data import TensorImageDataset
+from cinn.engine import (
+    CheckpointError,
+    DequantizedImages,
+    NonFiniteTrainingError,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    save_checkpoint,
+)
+from cinn.engine.schedule import BatchSchedule, learning_rate_factor
+
+
+def tiny_dataset(n: int = 48, seed: int = 0) -> TensorImageDataset:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 8, 8), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, 3, (n,), generator=generator)
+    return TensorImageDataset(images, labels, num_classes=3)
+
+
+def tiny_trainer(run_dir: Path, steps: int = 8, objective=None, **overrides) -> Trainer:
+    torch.manual_seed(0)
+    model = build_glow((1, 8, 8), n_levels=2, steps_per_level=1, hidden_channels=8)
+    settings = {"batch_size": 8, "init_batch_size": 16, "warmup_steps": 2, "log_every": 1, "sample_every": 0,
+                "checkpoint_every": 4, **overrides}
+    config = TrainConfig(steps=steps, **settings)
+    return Trainer(model, config, run_dir, tiny_dataset(), objective or DequantizedImages(n_bits=5),
+                   task="test", task_config={"note": "tiny"}, progress=False,
+                   sample_fn=lambda flow: flow.sample(4, temperature=0.7))
+
+
+def parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_batch_schedule_resumes_mid_epoch_exactly():
+    full = list(BatchSchedule(50, batch_size=8, steps=20, seed=3))
+    assert list(BatchSchedule(50, batch_size=8, steps=20, seed=3, start_step=9)) == full[9:]
+    assert all(len(batch) == 8 for batch in full)
+    first_epoch = [i for batch in full[:6] for i in batch]
+    assert len(set(first_epoch)) == 48  # an epoch visits distinct items
+    assert full[:6] != full[6:12]  # and each epoch has its own order
+
+
+def test_batch_schedule_rejects_a_dataset_smaller_than_a_batch():
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        BatchSchedule(5, batch_size=8, steps=1, seed=0)
+
+
+def test_learning_rate_warmup_and_decay():
+    assert learning_rate_factor(0, 10, 100, "none") == pytest.approx(0.1)
+    assert learning_rate_factor(9, 10, 100, "none") == pytest.approx(1.0)
+    assert learning_rate_factor(50, 10, 100, "none") == 1.0
+    assert learning_rate_factor(55, 10, 100, "cosine") == pytest.approx(0.5)
+    assert learning_rate_factor(55, 10, 100, "linear") == pytest.approx(0.5)
+    assert learning_rate_factor(100, 10, 100, "cosine") == pytest.approx(0.0)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"step": 1, "weights": torch.ones(3)}, path)
+
+    def full_disk(obj, file, *args, **kwargs):
+        file.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint({"step": 2, "weights": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["weights"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_loading_a_checkpoint_never_runs_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "cinn-checkpoint-1", "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
+def test_truncated_or_foreign_checkpoint_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_training_lowers_the_loss_and_writes_the_run_directory(tmp_path):
+    trainer = tiny_trainer(tmp_path, steps=12, checkpoint_every=6)
+    trainer.fit()
+    with open(tmp_path / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    losses = [float(r["train_bpd"]) for r in rows]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 12 and state["task"] == "test" and state["config"] == {"note": "tiny"}
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
+    assert list((tmp_path / "samples").glob("*.png"))
+    assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_resume_in_process_matches_an_uninterrupted_run(tmp_path):
+    uninterrupted = tiny_trainer(tmp_path / "a", steps=8)
+    uninterrupted.fit()
+    first_half = tiny_trainer(tmp_path / "b", steps=4)
+    first_half.fit()
+    resumed = tiny_trainer(tmp_path / "b", steps=8)
+    resumed.fit(resume=True)
+    expected, actual = parameters(uninterrupted), parameters(resumed)
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+
+
+def test_ema_weights_are_kept_and_restored(tmp_path):
+    trainer = tiny_trainer(tmp_path, steps=4, ema_decay=0.9)
+    trainer.fit()
+    ema = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
+    assert not torch.equal(ema["module.blocks.3.subnet_b.4.conv.weight"],
+                           trainer.model.state_dict()["blocks.3.subnet_b.4.conv.weight"])
+    restored = tiny_trainer(tmp_path, steps=4, ema_decay=0.9)
+    restored.restore(load_checkpoint(tmp_path / "checkpoint.pt"))
+    assert all(torch.equal(v, restored.ema.state_dict()[k]) for k, v in ema.items())
+
+
+class PoisonedImages(DequantizedImages):
+    """Returns NaN inputs at the given steps (counted by calls)."""
+
+    def __init__(self, poisoned_calls: set[int]):
+        super().__init__(n_bits=5)
+        self.calls, self.poisoned_calls = 0, poisoned_calls
+
+    def prepare(self, images, labels, generator):
+        x, c = super().prepare(images, labels, generator)
+        self.calls += 1
+        if self.calls - 1 in self.poisoned_calls:  # call 0 is the ActNorm init batch
+            x = x.clone()
+            x[0, 0, 0, 0] = float("nan")
+        return x, c
+
+
+def test_non_finite_steps_are_skipped_and_logged(tmp_path, capsys):
+    trainer = tiny_trainer(tmp_path, steps=6, objective=PoisonedImages({2, 3}))
+    trainer.fit()
+    assert "non-finite loss or gradient, step skipped" in capsys.readouterr().out
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    with open(tmp_path / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert int(float(rows[-1]["skipped_steps"])) == 2
+
+
+def test_too_many_non_finite_steps_stop_with_the_last_good_checkpoint(tmp_path):
+    trainer = tiny_trainer(tmp_path, steps=20, objective=PoisonedImages(set(range(6, 30))),
+                           max_nonfinite_steps=3)
+    with pytest.raises(NonFiniteTrainingError, match="3 consecutive steps"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
