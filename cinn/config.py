@@ -1,9 +1,15 @@
-"""Configuration as data: nested dataclasses loaded from YAML, overridable with dotted command-line keys.
+"""Configuration as data: nested dataclasses with defaults, loaded from YAML, overridable with dotted keys.
 
-    config = load_config(GlowConfig, "configs/glow/fashion_mnist.yaml", ["--train.lr=5e-4"])
+A task's config is a dataclass whose fields are values or further dataclasses (sections). Values come,
+in order, from the dataclass defaults, a YAML file, and command-line overrides in the style of minGPT:
 
-Unknown keys and wrong types are :class:`ConfigError` s that name the dotted key and where it came
-from. A dataclass may define ``validate(self)``; it is called on every section after loading.
+    config = load_config(GlowConfig, "configs/glow/mnist.yaml", ["--train.lr=5e-4", "--model.n_levels", "3"])
+
+Every value is checked against its field's type hint (``int``, ``float``, ``bool``, ``str``,
+``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``). Unknown keys and wrong
+types are :class:`ConfigError` s naming the dotted key, where the value came from, and what is expected.
+Ranges are not checked here: a dataclass may define ``validate(self) -> None``, which is called on every
+section once the config is complete.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -19,229 +25,351 @@ import yaml
 
 T = TypeVar("T")
 
+COMMAND_LINE = "command line"
+
+_NULLS = ("null", "none", "~")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key, where it came from and what is expected."""
 
 
 def parse_overrides(args: Sequence[str]) -> list[tuple[str, str]]:
-    """``["--train.lr=1e-3", "--model.width", "64", "seed=1"]`` → ``[("train.lr", "1e-3"), ...]``."""
-    pairs, items = [], list(args)
-    while items:
-        item = items.pop(0).lstrip("-")
-        if "=" in item:
-            key, value = item.split("=", 1)
-        elif items and not items[0].startswith("--"):
-            key, value = item, items.pop(0)
-        else:
-            raise ConfigError(f"command-line setting '{item}' has no value; write --{item}=VALUE")
+    """Split command-line settings into ``(dotted key, value text)`` pairs.
+
+    ``--key=value``, ``--key value`` (two items) and ``key=value`` are accepted. In the two-item form the
+    value may not start with ``--``, so a key followed by another key is reported as missing its value.
+
+    Example:
+        >>> parse_overrides(["--train.lr=1e-3", "--model.n_levels", "3", "seed=1"])
+        [('train.lr', '1e-3'), ('model.n_levels', '3'), ('seed', '1')]
+    """
+    pairs = []
+    position = 0
+    while position < len(args):
+        item = args[position]
+        key, has_value, value = item.lstrip("-").partition("=")
+        if not has_value:
+            following = args[position + 1] if position + 1 < len(args) else None
+            if following is None or following.startswith("--"):
+                raise ConfigError(f"command-line setting '{item}' has no value; write --{key}=VALUE")
+            value = following
+            position += 1
+        if not key:
+            raise ConfigError(f"command-line setting '{item}' has no key; write --section.key=VALUE")
         pairs.append((key, value))
+        position += 1
     return pairs
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of ``cls``, updated by the YAML file at ``path`` and then by command-line ``overrides``."""
-    values: dict[str, Any] = {}
+    """``cls()`` updated by the YAML mapping at ``path``, then by command-line ``overrides``, then validated.
+
+    Keys missing from the file keep their defaults; nested mappings fill nested sections.
+
+    Example:
+        >>> config = load_config(GlowConfig, "configs/glow/mnist.yaml", ["--train.lr=5e-4"])
+        >>> config.train.lr
+        0.0005
+    """
+    config = _defaults(cls)
     if path is not None:
-        values = _read_yaml(Path(path))
-    config = _build(cls, values, prefix="", source=str(path))
+        config = _merge(config, _read_yaml(Path(path)), prefix="", source=str(path))
     return apply_overrides(config, overrides)
 
 
 def apply_overrides(config: T, overrides: Sequence[str]) -> T:
-    """A copy of ``config`` with command-line ``overrides`` applied (and validated)."""
-    values = config_to_dict(config)
+    """A copy of ``config`` with the command-line ``overrides`` applied, then validated.
+
+    Example:
+        >>> apply_overrides(config, ["--train.batch_size", "32"]).train.batch_size
+        32
+    """
     for key, text in parse_overrides(overrides):
-        section, *path = key.split(".")
-        target, walked = values, []
-        for part in [section, *path][:-1]:
-            walked.append(part)
-            if not isinstance(target.get(part), dict):
-                _unknown_key(type(config), ".".join(walked), "the command line")
-            target = target[part]
-        leaf = key.split(".")[-1]
-        if leaf not in target or isinstance(target[leaf], dict):
-            _unknown_key(type(config), key, "the command line")
-        target[leaf] = _CommandLineValue(text)
-    return _validated(_build(type(config), values, prefix="", source="the command line"))
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """Plain nested dict of YAML-safe values (tuples become lists)."""
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-    return plain(config)
-
-
-def config_from_dict(cls: type[T], values: dict[str, Any], source: str = "checkpoint") -> T:
-    """Rebuild a config from :func:`config_to_dict` output, with the same checks as a YAML file."""
-    return _validated(_build(cls, values, prefix="", source=source))
-
-
-def save_config(config: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML (what a run actually used)."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-
-
-def config_differences(first: dict[str, Any], second: dict[str, Any], prefix: str = "") -> list[str]:
-    """Sorted dotted keys whose values differ between two config dicts (missing on one side counts)."""
-    keys = []
-    for key in sorted(set(first) | set(second)):
-        a, b = first.get(key, _MISSING), second.get(key, _MISSING)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys.extend(config_differences(a, b, f"{prefix}{key}."))
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return sorted(keys)
-
-
-# ---------------------------------------------------------------------------------------- internals
-_MISSING = object()
-
-
-class _CommandLineValue(str):
-    """A raw command-line string, parsed as YAML before coercion."""
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must be a mapping of keys to values, got {type(values).__name__}")
-    return values
-
-
-def _unknown_key(cls: type, key: str, source: str) -> typing.NoReturn:
-    parts = key.split(".")
-    section_cls: Any = cls
-    for part in parts[:-1]:
-        hints = typing.get_type_hints(section_cls)
-        if part not in hints or not dataclasses.is_dataclass(hints[part]):
-            break
-        section_cls = hints[part]
-    valid = ", ".join(f.name for f in dataclasses.fields(section_cls))
-    where = f"'{'.'.join(parts[:-1])}'" if len(parts) > 1 else "the config"
-    raise ConfigError(f"unknown key '{key}' in {source}; valid keys of {where}: {valid}")
-
-
-def _build(cls: type[T], values: dict[str, Any], prefix: str, source: str) -> T:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            _unknown_key_at(cls, dotted, source)
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            if not isinstance(value, dict):
-                raise ConfigError(f"'{dotted}' is a section; give it a mapping of keys, not {value!r} ({source})")
-            kwargs[key] = _build(kind, value, f"{dotted}.", source)
-        else:
-            kwargs[key] = _coerce(value, kind, dotted, source)
-    return cls(**kwargs)
-
-
-def _unknown_key_at(cls: type, dotted: str, source: str) -> typing.NoReturn:
-    valid = ", ".join(f.name for f in dataclasses.fields(cls))
-    section = dotted.rsplit(".", 1)[0] if "." in dotted else ""
-    where = f"'{section}'" if section else "the config"
-    raise ConfigError(f"unknown key '{dotted}' in {source}; valid keys of {where}: {valid}")
-
-
-def _validated(config: T) -> T:
-    for value in [config, *_sections(config)]:
-        if hasattr(value, "validate"):
-            value.validate()
+        config = _override(config, key.split("."), text)
+    _validate(config)
     return config
 
 
-def _sections(config: Any) -> list[Any]:
-    found = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            found += [value, *_sections(value)]
-    return found
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of YAML-safe values (tuples become lists), e.g. to store in a checkpoint.
+
+    Example:
+        >>> config_to_dict(config)["train"]["lr"]
+        0.001
+    """
+    if not _is_dataclass_instance(config):
+        raise TypeError(f"config_to_dict expects a dataclass instance, got {type(config).__name__}")
+    return _plain(config)
 
 
-_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+def config_from_dict(cls: type[T], values: Mapping[str, Any], source: str = "checkpoint") -> T:
+    """Rebuild a ``cls`` config from a (possibly partial) nested dict, with the checks of a YAML file.
+
+    Example:
+        >>> config_from_dict(GlowConfig, checkpoint["config"]) == config
+        True
+    """
+    config = _merge(_defaults(cls), values, prefix="", source=source)
+    _validate(config)
+    return config
 
 
-def _raise(error: Exception) -> typing.NoReturn:
-    raise error
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved ``config`` as YAML, loadable again with :func:`load_config`.
+
+    Example:
+        >>> save_config(config, run_dir / "config.yaml")
+    """
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-def _type_name(kind: Any) -> str:
-    if typing.get_origin(kind) is Literal:
-        return "one of " + ", ".join(repr(option) for option in typing.get_args(kind))
-    return {int: "an int", float: "a number", bool: "true or false", str: "a string"}.get(
-        kind, getattr(kind, "__name__", str(kind)))
+def config_differences(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
+    """Sorted dotted keys whose values differ between two nested config dicts; a key on one side only counts.
+
+    Example:
+        >>> config_differences({"train": {"lr": 1e-3, "steps": 10}}, {"train": {"lr": 1e-4, "steps": 10}})
+        ['train.lr']
+    """
+    return sorted(_differences(first, second, prefix=""))
 
 
-def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
-    raw = value
-    if isinstance(value, _CommandLineValue):
-        if kind is str:
-            return str(value)
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            value = str(raw)
-        if kind is bool and isinstance(value, (str, int)) and str(value).lower() in _BOOLEANS:
-            return _BOOLEANS[str(value).lower()]
-    wrong = ConfigError(f"{key} must be {_type_name(kind)}, got {str(raw)!r} ({source})")
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
+# ------------------------------------------------------------------------------------------------ internals
+class _MismatchError(Exception):
+    """A value does not fit a type; turned into a :class:`ConfigError` where the key and source are known."""
+
+
+def _is_dataclass_instance(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _is_section(kind: Any) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _defaults(cls: type[T]) -> T:
+    if not _is_section(cls):
+        raise TypeError(f"a config class must be a dataclass, got {cls!r}")
+    return cls()
+
+
+def _field_types(config: Any) -> dict[str, Any]:
+    """Resolved type hints of the settable fields of a dataclass instance (hints may be strings)."""
+    try:
+        hints = typing.get_type_hints(type(config))
+    except NameError as error:
+        raise TypeError(f"cannot resolve the type hints of {type(config).__name__} ({error}); define config "
+                        "dataclasses at module level") from None
+    return {f.name: hints[f.name] for f in dataclasses.fields(config) if f.init}
+
+
+def _field_type(config: Any, key: str, dotted: str, source: str) -> Any:
+    kinds = _field_types(config)
+    if key not in kinds:
+        section = dotted.rpartition(".")[0]
+        where = f"valid keys of '{section}'" if section else "valid top-level keys"
+        raise ConfigError(f"unknown key '{dotted}' ({source}); {where}: {', '.join(sorted(kinds))}")
+    return kinds[key]
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path given to --config")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "unreadable"
+        raise ConfigError(f"config file {path} is not valid YAML{where} ({problem}); fix the syntax") from None
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, not a "
+                          f"{type(values).__name__}")
+    return values
+
+
+def _merge(config: T, values: Any, prefix: str, source: str) -> T:
+    """``config`` with the entries of a nested mapping checked and assigned; nested mappings fill sections."""
+    section = prefix.rstrip(".")
+    if not isinstance(values, Mapping):
+        name = f"section '{section}'" if section else "a config"
+        raise ConfigError(f"{name} must be a mapping of keys to values, got {values!r} ({source})")
+    changes = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        kind = _field_type(config, str(key), dotted, source)
+        if _is_section(kind):
+            changes[key] = _merge(getattr(config, key), value, f"{dotted}.", source)
+        else:
+            changes[key] = _checked(value, kind, dotted, source, shown=value)
+    return dataclasses.replace(config, **changes)
+
+
+def _override(config: T, parts: list[str], text: str, walked: str = "") -> T:
+    """``config`` with the command-line ``text`` assigned to the field at the dotted path ``parts``."""
+    key, *rest = parts
+    dotted = f"{walked}{key}"
+    kind = _field_type(config, key, dotted, COMMAND_LINE)
+    if _is_section(kind) and rest:
+        value = _override(getattr(config, key), rest, text, f"{dotted}.")
+    elif _is_section(kind):
+        raise ConfigError(f"'{dotted}' is a section, not a value ({COMMAND_LINE}); set its keys with "
+                          f"--{dotted}.KEY=VALUE")
+    elif rest:
+        raise ConfigError(f"'{dotted}' is a value, not a section, so '{dotted}.{'.'.join(rest)}' does not exist "
+                          f"({COMMAND_LINE}); write --{dotted}=VALUE")
+    else:
+        value = _checked(_from_text(text, kind), kind, dotted, COMMAND_LINE, shown=text)
+    return dataclasses.replace(config, **{key: value})
+
+
+def _from_text(text: str, kind: Any) -> Any:
+    """The value a command-line string stands for, before type checking: YAML, except where the type says."""
+    options = [option for option in _union_members(kind) if option is not type(None)]
+    base = options[0] if len(options) == 1 else kind
+    origin = typing.get_origin(base) or base
+    if base is str or (origin is Literal and text in typing.get_args(base)):
+        return text
+    if base is bool:
+        return _BOOLEANS.get(text.strip().lower(), text)
+    if origin in (list, tuple) and not text.strip().startswith("["):
+        text = f"[{text}]"
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _union_members(kind: Any) -> tuple[Any, ...]:
+    return typing.get_args(kind) if typing.get_origin(kind) in (Union, types.UnionType) else (kind,)
+
+
+def _checked(value: Any, kind: Any, key: str, source: str, shown: Any) -> Any:
+    try:
+        return _coerce(value, kind)
+    except _MismatchError:
+        raise ConfigError(f"{key} must be {_describe(kind)}, got {shown!r} ({source})") from None
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    """``value`` as an instance of ``kind`` (ints widen to floats, lists to tuples), else raise _MismatchError."""
+    origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
     if origin in (Union, types.UnionType):
-        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
-        if is_none and type(None) in args:
+        is_null = value is None or (isinstance(value, str) and value.strip().lower() in _NULLS)
+        if is_null and type(None) in args:
             return None
-        options = [a for a in args if a is not type(None)]
-        return _coerce(value if not isinstance(raw, _CommandLineValue) else raw, options[0], key, source)
+        for option in args:
+            try:
+                return _coerce(value, option)
+            except _MismatchError:
+                continue
+        raise _MismatchError
     if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key} must be {_type_name(kind)}, got {raw!r} ({source})")
-        return value
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [part for part in value.strip("[]() ").split(",") if part.strip()]
-            value = [yaml.safe_load(part) for part in value]
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
+        for option in args:
+            if type(value) is type(option) and value == option:
+                return option
+        raise _MismatchError
+    if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise wrong
-        element = args[0] if args else Any
-        items = [v if element is Any else _coerce(v, element, key, source) for v in value]
-        if origin is tuple and args and args[-1] is not Ellipsis and len(items) != len(args):
-            raise ConfigError(f"{key} must have {len(args)} entries, got {len(items)} ({source})")
+            raise _MismatchError
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _MismatchError
+            items = [_coerce(item, item_kind) for item, item_kind in zip(value, args, strict=True)]
+        else:
+            items = [_coerce(item, args[0]) for item in value] if args else list(value)
         return tuple(items) if origin is tuple else items
+    if kind is Any:
+        return value
+    if kind is type(None):
+        if value is None:
+            return None
+        raise _MismatchError
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise wrong
+        raise _MismatchError
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise wrong
+        raise _MismatchError
     if kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        try:  # PyYAML reads exponents without a dot, such as 1e-3, as strings
-            return float(value) if isinstance(value, str) else _raise(wrong)
-        except ValueError:
-            raise wrong from None
+        return _to_float(value)
     if kind is str:
         if isinstance(value, str):
             return value
-        raise wrong
+        raise _MismatchError
+    raise TypeError(f"config fields of type {kind!r} are not supported; use int, float, bool, str, Literal, "
+                    "X | None, list or tuple")
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads exponents without a dot, such as 1e-3, as strings
+        try:
+            return float(value)
+        except ValueError:
+            raise _MismatchError from None
+    raise _MismatchError
+
+
+_NAMES = {int: "an int", float: "a float", bool: "a bool (true/false/yes/no/1/0)", str: "a string",
+          type(None): "null"}
+_PLURALS = {int: "ints", float: "floats", bool: "bools", str: "strings"}
+
+
+def _describe(kind: Any) -> str:
+    """What a value of type ``kind`` looks like, for error messages: ``a list of 3 ints``, ``one of 'a', 'b'``."""
+    origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(option) for option in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(option) for option in args)
+    if origin in (list, tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(set(args)) == 1:
+                return f"a list of {len(args)} {_plural(args[0])}"
+            return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+        return f"a list of {_plural(args[0])}" if args else "a list"
+    return _NAMES.get(kind, f"a {getattr(kind, '__name__', kind)}")
+
+
+def _plural(kind: Any) -> str:
+    return _PLURALS.get(kind, f"values that are each {_describe(kind)}")
+
+
+def _validate(config: Any) -> None:
+    """Call ``validate()`` on every section, innermost first, then on ``config`` itself."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if _is_dataclass_instance(value):
+            _validate(value)
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        validate()
+
+
+def _plain(value: Any) -> Any:
+    if _is_dataclass_instance(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
     return value
+
+
+def _differences(first: Mapping[str, Any], second: Mapping[str, Any], prefix: str) -> list[str]:
+    keys = []
+    for key in set(first) | set(second):
+        a, b = first.get(key, _ABSENT), second.get(key, _ABSENT)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+_ABSENT = object()

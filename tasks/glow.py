@@ -88,11 +88,14 @@ def build_model(config: GlowConfig, input_shape: Sequence[int], num_classes: int
     if model.class_conditional and num_classes < 2:
         raise ConfigError(f"model.class_conditional needs a labelled dataset; {config.data.dataset} has none")
     torch.manual_seed(config.train.seed)
-    return build_glow(input_shape, n_levels=model.n_levels, steps_per_level=model.steps_per_level,
-                      hidden_channels=model.hidden_channels, coupling=model.coupling,
-                      permutation=model.permutation, learn_top_prior=model.learn_top_prior,
-                      split_prior=model.split_prior, n_classes=num_classes if model.class_conditional else 0,
-                      seed=config.train.seed)
+    try:
+        return build_glow(input_shape, n_levels=model.n_levels, steps_per_level=model.steps_per_level,
+                          hidden_channels=model.hidden_channels, coupling=model.coupling,
+                          permutation=model.permutation, learn_top_prior=model.learn_top_prior,
+                          split_prior=model.split_prior, n_classes=num_classes if model.class_conditional else 0,
+                          seed=config.train.seed)
+    except ValueError as error:
+        raise ConfigError(f"impossible model for {config.data.dataset}: {error}") from None
 
 
 def sample_condition(model: Flow, n: int, device: torch.device) -> torch.Tensor | None:
