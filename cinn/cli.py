@@ -25,9 +25,9 @@ T = TypeVar("T")
 USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteTrainingError, FileNotFoundError,
                PermissionError)
 
-# Settings that may change when a run is resumed: they decide how long to train and what to log,
+# Settings that may change when a run is resumed: where the run lives, how long to train and what to log,
 # not what the steps compute.
-RESUMABLE_CHANGES = {"train.steps", "train.max_minutes", "train.log_every", "train.eval_every",
+RESUMABLE_CHANGES = {"run_dir", "train.steps", "train.max_minutes", "train.log_every", "train.eval_every",
                      "train.eval_images", "train.sample_every", "train.checkpoint_every", "train.num_workers"}
 
 

@@ -34,6 +34,7 @@ from cinn.engine import (
     init_process_group,
     load_checkpoint,
     resolve_device,
+    trained_weights,
 )
 from cinn.latent import interpolate_latents
 from cinn.models import Flow, build_glow
@@ -111,11 +112,7 @@ def load_trained(checkpoint: Path, device: torch.device) -> tuple[GlowConfig, Fl
     check_task(state, TASK, checkpoint)
     config = config_from_dict(GlowConfig, state["config"])
     model = build_model(config, state["input_shape"], state["num_classes"])
-    weights = state["model"]
-    if state.get("ema") is not None:
-        weights = {key.removeprefix("module."): value for key, value in state["ema"].items()
-                   if key.startswith("module.")}
-    model.load_state_dict(weights)
+    model.load_state_dict(trained_weights(state))
     return config, model.to(device).eval()
 
 

@@ -3,12 +3,13 @@
 from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cinn.engine.distributed import ProcessGroup, close_process_group, init_process_group, resolve_device
 from cinn.engine.evaluate import evaluate_bits_per_dim
-from cinn.engine.objective import DequantizedImages, Objective
-from cinn.engine.trainer import NonFiniteTrainingError, TrainConfig, Trainer
+from cinn.engine.objective import DequantizedImages, GaussianNoiseImages, Objective
+from cinn.engine.trainer import NonFiniteTrainingError, TrainConfig, Trainer, trained_weights
 
 __all__ = [
     "CheckpointError",
     "DequantizedImages",
+    "GaussianNoiseImages",
     "NonFiniteTrainingError",
     "Objective",
     "ProcessGroup",
@@ -20,4 +21,5 @@ __all__ = [
     "load_checkpoint",
     "resolve_device",
     "save_checkpoint",
+    "trained_weights",
 ]

@@ -35,6 +35,13 @@ METRIC_COLUMNS = ["step", "train_bpd", "lr", "grad_norm", "images_per_s", "elaps
                   "eval_bpd"]
 
 
+def trained_weights(state: dict[str, Any]) -> dict[str, Tensor]:
+    """The model weights to evaluate and sample from in a checkpoint: the EMA's when the run kept one."""
+    if state.get("ema") is None:
+        return state["model"]
+    return {key.removeprefix("module."): value for key, value in state["ema"].items() if key.startswith("module.")}
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings shared by every task (``train:`` section of a task config)."""
@@ -211,6 +218,13 @@ class Trainer:
             out = bool(flag.item())
         return out
 
+    def _time_left(self) -> dict[str, str]:
+        """The progress bar's countdown to ``max_minutes`` (empty without a time budget)."""
+        if self.config.max_minutes is None:
+            return {}
+        seconds = 60 * self.config.max_minutes - self.elapsed_before - self._elapsed_this_session()
+        return {"time_left": f"{max(seconds, 0) / 60:.1f}min"}
+
     @contextmanager
     def _stop_on_sigint(self):
         """Ctrl-C finishes the current step, writes a checkpoint and ends training cleanly."""
@@ -289,7 +303,7 @@ class Trainer:
                 window.append(loss_value)
                 window_images += len(images)
                 bar.update(1)
-                bar.set_postfix(bpd=f"{loss_value:.3f}")
+                bar.set_postfix(bpd=f"{loss_value:.3f}", **self._time_left())
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     now = time.monotonic()
                     last = {"train_bpd": sum(window) / len(window), "lr": self.scheduler.get_last_lr()[0],

@@ -1,0 +1,127 @@
+"""A small CNN classifier that judges class-conditional samples ("class consistency").
+
+A conditional model is only useful if a sample drawn for class ``y`` looks like a ``y``. The task
+trains this classifier on the model's own training split (cached next to the run), reports its
+test accuracy for reference, and measures the fraction of samples it assigns to the conditioning
+class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from cinn.data import collate_images
+from cinn.engine.checkpoint import load_checkpoint, save_checkpoint
+
+
+class ImageClassifier(nn.Module):
+    """Two conv blocks and an MLP head: images ``(B, C, H, W)`` in ``[0, 1]`` → logits ``(B, n_classes)``.
+
+    ``H`` and ``W`` must be divisible by 4. About 0.4 M parameters for 28x28x1.
+
+    Example:
+        >>> logits = ImageClassifier((1, 28, 28), 10)(torch.rand(5, 1, 28, 28))   # (5, 10)
+    """
+
+    def __init__(self, image_shape: Sequence[int], n_classes: int, base_channels: int = 32):
+        super().__init__()
+        channels, height, width = image_shape
+        if height % 4 or width % 4:
+            raise ValueError(f"image height and width must be divisible by 4, got {height}x{width}")
+        self.image_shape = tuple(image_shape)
+        self.n_classes = n_classes
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, base_channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(base_channels, base_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(base_channels, 2 * base_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.25),
+                                  nn.Linear(2 * base_channels * (height // 4) * (width // 4), 128), nn.ReLU(),
+                                  nn.Linear(128, n_classes))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """A short hash of a dataset's size and first and last items, to tell cached classifiers apart."""
+    picks = [dataset[i] for i in sorted({0, len(dataset) // 2, len(dataset) - 1})]
+    digest = hashlib.sha256(str(len(dataset)).encode())
+    for image, label in picks:
+        digest.update(image.numpy().tobytes())
+        digest.update(str(int(label)).encode())
+    return digest.hexdigest()[:16]
+
+
+def train_classifier(train_set: Dataset, n_classes: int, *, epochs: int = 3, batch_size: int = 128,
+                     lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu",
+                     progress: bool = True) -> ImageClassifier:
+    """Train an :class:`ImageClassifier` with Adam on uint8 images ``(C, H, W)`` and their labels."""
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    image, _ = train_set[0]
+    model = ImageClassifier(tuple(image.shape), n_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate_images,
+                        generator=torch.Generator().manual_seed(seed))
+    model.train()
+    for epoch in range(epochs):
+        for images, labels in tqdm(loader, desc=f"classifier epoch {epoch + 1}/{epochs}", disable=not progress,
+                                   leave=False):
+            loss = nn.functional.cross_entropy(model(images.to(device).float() / 255), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(classifier: ImageClassifier, images: Tensor, batch_size: int = 512) -> Tensor:
+    """Predicted classes ``(N,)`` of float images ``(N, C, H, W)`` in ``[0, 1]`` (clamped first)."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    return torch.cat([classifier(chunk.to(device).float().clamp(0, 1)).argmax(1).cpu()
+                      for chunk in images.split(batch_size)])
+
+
+@torch.no_grad()
+def classifier_accuracy(classifier: ImageClassifier, dataset: Dataset, batch_size: int = 512) -> float:
+    """Fraction of ``dataset`` (uint8 images, labels) classified correctly."""
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images)
+    correct = total = 0
+    for images, labels in loader:
+        correct += (predict(classifier, images.float() / 255) == labels).sum().item()
+        total += len(labels)
+    return correct / total
+
+
+def class_consistency(classifier: ImageClassifier, samples: Tensor, labels: Tensor) -> float:
+    """Fraction of ``samples (N, C, H, W)`` in ``[0, 1]`` that ``classifier`` assigns to their ``labels (N,)``."""
+    return (predict(classifier, samples) == labels.cpu()).sum().item() / len(labels)
+
+
+def cached_classifier(path: str | Path, train_set: Dataset, test_set: Dataset, n_classes: int, *,
+                      epochs: int = 3, seed: int = 0, device: torch.device | str = "cpu",
+                      progress: bool = True) -> tuple[ImageClassifier, float]:
+    """The classifier stored at ``path`` when it was trained on this very ``train_set`` (same fingerprint,
+    classes and epochs), else a freshly trained one, saved there. Returns it and its test accuracy."""
+    path = Path(path)
+    key = {"fingerprint": dataset_fingerprint(train_set), "n_classes": n_classes, "epochs": epochs, "seed": seed}
+    image, _ = train_set[0]
+    if path.is_file():
+        state = load_checkpoint(path, map_location=device)
+        if state.get("key") == key:
+            classifier = ImageClassifier(tuple(image.shape), n_classes).to(device)
+            classifier.load_state_dict(state["model"])
+            return classifier.eval(), state["test_accuracy"]
+    classifier = train_classifier(train_set, n_classes, epochs=epochs, seed=seed, device=device, progress=progress)
+    accuracy = classifier_accuracy(classifier, test_set)
+    save_checkpoint({"key": key, "model": classifier.state_dict(), "test_accuracy": accuracy}, path)
+    return classifier, accuracy

@@ -1,0 +1,97 @@
+"""``python -m tasks.mnist`` end to end on a tiny MNIST-format fixture in torchvision's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mnist_fixture import write_mnist_fixture
+
+from cinn.cli import run_command
+from cinn.engine import load_checkpoint
+from tasks import mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs/mnist/tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny model trained on the fixture: (data root, run directory)."""
+    data_root = write_mnist_fixture(tmp_path_factory.mktemp("mnist"), n_train=128, n_test=48)
+    run_dir = tmp_path_factory.mktemp("run")
+    assert mnist.main(["train", "--config", TINY, "--data.root", str(data_root), "--run_dir", str(run_dir)]) == 0
+    return data_root, run_dir
+
+
+def test_train_writes_a_resumable_run(trained_run):
+    _, run_dir = trained_run
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["task"] == "mnist" and state["step"] == 6
+    assert {"config.yaml", "metrics.csv", "learning_curve.png"} <= {p.name for p in run_dir.iterdir()}
+
+
+def test_eval_reports_bits_per_dim_and_class_consistency(trained_run, capsys):
+    _, run_dir = trained_run
+    assert mnist.main(["eval", "--checkpoint", str(run_dir / "checkpoint.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "test bits/dim:" in out and "48 images" in out
+    assert "class consistency:" in out and "of 40 samples at temperature 0.8" in out
+    assert (run_dir / "classifier.pt").is_file()
+
+
+def test_sample_transfer_and_pca_write_their_figures(trained_run, tmp_path):
+    _, run_dir = trained_run
+    checkpoint = str(run_dir / "checkpoint.pt")
+    assert mnist.main(["sample", "--checkpoint", checkpoint, "--n", "3", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()
+    assert mnist.main(["transfer", "--checkpoint", checkpoint, "--n", "2", "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").is_file()
+    assert mnist.main(["pca", "--checkpoint", checkpoint, "--digit", "7", "--axes", "2", "--steps", "3",
+                       "--images", "40", "--out", str(tmp_path / "pca")]) == 0
+    assert (tmp_path / "pca" / "digit_7.png").is_file()
+
+
+def test_transfer_under_the_own_label_gives_back_the_input(trained_run):
+    data_root, run_dir = trained_run
+    config, model = mnist.load_trained(run_dir / "checkpoint.pt", torch.device("cpu"))
+    config.data.root = str(data_root)
+    images, labels = mnist.load_split(config, train=False).__getitems__([0, 1, 2])
+    x, c = mnist.eval_objective(config).prepare(images, labels, torch.Generator().manual_seed(0))
+    latents = model.encode(x, c)
+    assert torch.allclose(model.decode(latents, c), x, atol=1e-4)
+
+
+def test_conv_architecture_and_gaussian_training_noise_train(trained_run, tmp_path):
+    data_root, _ = trained_run
+    assert mnist.main(["train", "--config", TINY, "--data.root", str(data_root), "--run_dir", str(tmp_path),
+                       "--model.architecture=conv", "--model.blocks_per_level=1", "--model.hidden_channels=8",
+                       "--data.train_noise=gaussian", "--train.steps=2"]) == 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+
+
+def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
+    assert mnist.main(["train", "--config", TINY, "--data.dataset=fashion-mnist", "--data.root", str(tmp_path),
+                       "--run_dir", str(tmp_path / "run"), "--train.steps=2"]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data.dataset=cifar10"], "data.dataset must be mnist or fashion-mnist"),
+    (["--model.architecture=rnn"], "model.architecture"),
+    (["--model.clamp=0"], "model.clamp must be positive"),
+])
+def test_bad_settings_give_one_clear_line(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(mnist.main, ["train", "--config", TINY, "--run_dir", str(tmp_path), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_mnist_names_the_expected_files(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(mnist.main, ["train", "--config", TINY, "--data.root", str(tmp_path / "none"),
+                                 "--run_dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
