@@ -73,7 +73,8 @@ class DataConfig:
 class ModelConfig:
     """``fc``: the paper's flat model (``n_blocks`` couplings of width ``hidden_features``);
     ``conv``: multi-scale (``n_levels`` × ``blocks_per_level`` conv couplings of width
-    ``hidden_channels``, Haar downsampling, learned label embeddings broadcast as maps)."""
+    ``hidden_channels``, Haar downsampling, learned label embeddings broadcast as maps). ``actnorm``
+    (not in the paper) adds a data-initialised ActNorm before every coupling."""
 
     architecture: Literal["fc", "conv"] = "fc"
     clamp: float = 1.5
@@ -83,6 +84,7 @@ class ModelConfig:
     blocks_per_level: int = 4
     hidden_channels: int = 64
     split_prior: bool = False
+    actnorm: bool = False
 
     def validate(self) -> None:
         if self.clamp <= 0:
@@ -118,11 +120,13 @@ def build_model(config: MnistConfig, input_shape: Sequence[int]) -> Flow:
     torch.manual_seed(config.train.seed)
     if model.architecture == "fc":
         return build_cinn_fc(input_shape, N_CLASSES, n_blocks=model.n_blocks,
-                             hidden_features=model.hidden_features, clamp=model.clamp, seed=config.train.seed)
+                             hidden_features=model.hidden_features, clamp=model.clamp, actnorm=model.actnorm,
+                             seed=config.train.seed)
     try:
         return build_cinn(input_shape, (N_CLASSES,), n_levels=model.n_levels,
                           blocks_per_level=model.blocks_per_level, hidden_channels=model.hidden_channels,
-                          clamp=model.clamp, split_prior=model.split_prior, seed=config.train.seed)
+                          clamp=model.clamp, split_prior=model.split_prior, actnorm=model.actnorm,
+                          seed=config.train.seed)
     except ValueError as error:
         raise ConfigError(f"impossible model for {config.data.dataset}: {error}") from None
 

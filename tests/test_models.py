@@ -63,7 +63,12 @@ MODEL_CASES = [
     ModelCase("cinn_conv_label_condition_split_prior", lambda: build_cinn(
         (1, 8, 8), (3,), n_levels=2, blocks_per_level=1, hidden_channels=8, condition_channels=(2, 3),
         split_prior=True), labels(3)),
+    ModelCase("cinn_conv_label_condition_actnorm", lambda: build_cinn(
+        (1, 8, 8), (3,), n_levels=2, blocks_per_level=1, hidden_channels=8, condition_channels=(2, 3),
+        actnorm=True), labels(3)),
     ModelCase("cinn_fc", lambda: build_cinn_fc((1, 4, 4), 3, n_blocks=3, hidden_features=8), labels(3)),
+    ModelCase("cinn_fc_actnorm", lambda: build_cinn_fc((1, 4, 4), 3, n_blocks=2, hidden_features=8,
+                                                       actnorm=True), labels(3)),
 ]
 CONDITIONAL_MODELS = [case for case in MODEL_CASES if case.condition]
 by_name = lambda case: case.name  # noqa: E731

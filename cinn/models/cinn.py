@@ -6,7 +6,15 @@ from collections.abc import Sequence
 
 from FrEIA.modules import Flatten
 
-from cinn.blocks import CouplingBlock, HaarDownsampling, OrthogonalPermutation, Split, conv_subnet, fc_subnet
+from cinn.blocks import (
+    ActNorm,
+    CouplingBlock,
+    HaarDownsampling,
+    OrthogonalPermutation,
+    Split,
+    conv_subnet,
+    fc_subnet,
+)
 from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot
 from cinn.models.flow import Flow
 from cinn.models.glow import check_multiscale_shape
@@ -15,7 +23,7 @@ from cinn.models.glow import check_multiscale_shape
 def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_levels: int = 3,
                blocks_per_level: int = 4, hidden_channels: int = 64,
                condition_channels: Sequence[int] | None = None, clamp: float = 1.5,
-               split_prior: bool = False, seed: int = 0) -> Flow:
+               split_prior: bool = False, actnorm: bool = False, seed: int = 0) -> Flow:
     r"""Multi-scale conditional INN: ``L`` levels of [Haar → K × (conditional coupling → orthogonal
     permutation)] → split.
 
@@ -28,6 +36,7 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     halves transformed, conv subnets of width ``hidden_channels``) receive the condition features
     of that resolution, concatenated to their input. After each level but the last, half the
     channels are split off (plain split as in the paper, or a learned prior with ``split_prior``).
+    ``actnorm`` (not in the paper) puts an :class:`~cinn.blocks.ActNorm` before every coupling.
 
     Example:
         >>> model = build_cinn((2, 16, 16), (1, 16, 16), n_levels=2, blocks_per_level=2, hidden_channels=16)
@@ -60,6 +69,8 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     for level in range(n_levels):
         flow.append(HaarDownsampling)
         for block in range(blocks_per_level):
+            if actnorm:
+                flow.append(ActNorm)
             flow.append(CouplingBlock, condition=level, subnet_constructor=subnet,
                         transform="affine_soft_clamp", clamp=clamp, two_sided=True)
             flow.append(OrthogonalPermutation, seed=seed + level * blocks_per_level + block)
@@ -69,11 +80,13 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
 
 
 def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int = 24,
-                  hidden_features: int = 512, clamp: float = 1.5, seed: int = 0) -> Flow:
+                  hidden_features: int = 512, clamp: float = 1.5, actnorm: bool = False, seed: int = 0) -> Flow:
     r"""The cINN paper's MNIST model: flatten → ``n_blocks`` × [fixed random orthogonal permutation →
     conditional affine coupling (soft clamp, both halves, one hidden layer of ``hidden_features``)].
 
-    Every coupling receives the one-hot label, concatenated to its subnet input; ``c`` is given
+    ``actnorm`` (not in the paper) puts an :class:`~cinn.blocks.ActNorm` (per-dimension scale and
+    shift, data-initialised) before every coupling. Every coupling receives the one-hot label,
+    concatenated to its subnet input; ``c`` is given
     as integer labels ``(B,)`` or one-hot ``(B, n_classes)``. The single latent is flat,
     ``(B, prod(input_shape))``.
 
@@ -87,6 +100,8 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
     subnet = fc_subnet(hidden_features)
     for block in range(n_blocks):
         flow.append(OrthogonalPermutation, seed=seed + block)
+        if actnorm:
+            flow.append(ActNorm)
         flow.append(CouplingBlock, condition=0, subnet_constructor=subnet, transform="affine_soft_clamp",
                     clamp=clamp, two_sided=True)
     return flow
