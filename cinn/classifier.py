@@ -102,9 +102,15 @@ def classifier_accuracy(classifier: ImageClassifier, dataset: Dataset, batch_siz
     return correct / total
 
 
-def class_consistency(classifier: ImageClassifier, samples: Tensor, labels: Tensor) -> float:
-    """Fraction of ``samples (N, C, H, W)`` in ``[0, 1]`` that ``classifier`` assigns to their ``labels (N,)``."""
-    return (predict(classifier, samples) == labels.cpu()).sum().item() / len(labels)
+def class_consistency(classifier: ImageClassifier, samples: Tensor, labels: Tensor) -> tuple[float, Tensor]:
+    """Fraction of ``samples (N, C, H, W)`` in ``[0, 1]`` that ``classifier`` assigns to their ``labels (N,)``,
+    overall and per class (``(n_classes,)``, NaN for a class with no samples)."""
+    labels = labels.cpu()
+    correct = (predict(classifier, samples) == labels).double()
+    per_class = torch.full((classifier.n_classes,), float("nan"), dtype=torch.float64)
+    for label in labels.unique():
+        per_class[label] = correct[labels == label].mean()
+    return correct.sum().item() / len(labels), per_class
 
 
 def cached_classifier(path: str | Path, train_set: Dataset, test_set: Dataset, n_classes: int, *,

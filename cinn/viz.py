@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import save_image
 
@@ -37,7 +34,9 @@ def read_metrics(csv_path: str | Path) -> dict[str, list[float]]:
 def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str = "") -> Path:
     """Plot training (and, when logged, evaluation) bits/dim against step from a metrics CSV."""
     metrics = read_metrics(csv_path)
-    figure, axis = plt.subplots(figsize=(7, 4.2))
+    # A bare Figure (no pyplot): no GUI backend is touched, so this works headless and in notebooks alike.
+    figure = Figure(figsize=(7, 4.2))
+    axis = figure.subplots()
     for key, label in (("train_bpd", "train (running mean)"), ("eval_bpd", "held-out")):
         if key in metrics:
             axis.plot(metrics[f"{key}@step"], metrics[key], label=label, marker="o" if key == "eval_bpd" else None)
@@ -52,5 +51,4 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str =
     figure.tight_layout()
     png_path = Path(png_path)
     figure.savefig(png_path, dpi=120)
-    plt.close(figure)
     return png_path

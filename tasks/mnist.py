@@ -4,7 +4,7 @@
     python -m tasks.mnist eval --checkpoint runs/mnist_fc/checkpoint.pt
     python -m tasks.mnist sample --checkpoint runs/mnist_fc/checkpoint.pt --temperature 0.8
     python -m tasks.mnist transfer --checkpoint runs/mnist_fc/checkpoint.pt
-    python -m tasks.mnist pca --checkpoint runs/mnist_fc/checkpoint.pt --digit 7
+    python -m tasks.mnist pca --checkpoint runs/mnist_fc/checkpoint.pt --label 7
 
 The model maps a digit ``x`` and its label ``y`` to a latent ``z`` that, ideally, holds only the
 style: decoding one ``z`` under every label writes the same hand in every class (``transfer``).
@@ -14,6 +14,7 @@ Any config field can be overridden: ``--train.lr=2e-4 --model.architecture=conv`
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,9 +160,9 @@ def load_trained(checkpoint: Path, device: torch.device) -> tuple[MnistConfig, F
 
 def measure_class_consistency(model: Flow, config: MnistConfig, run_dir: Path, device: torch.device, *,
                               classifier_path: Path | None = None, seed: int = 0,
-                              progress: bool = True) -> tuple[float, float]:
-    """Fraction of class-conditional samples the cached classifier assigns to their label, and the
-    classifier's own test accuracy."""
+                              progress: bool = True) -> tuple[float, torch.Tensor, float]:
+    """Fraction of class-conditional samples the cached classifier assigns to their label (overall and
+    per class), and the classifier's own test accuracy."""
     classifier, accuracy = cached_classifier(classifier_path or run_dir / "classifier.pt",
                                              load_split(config, train=True), load_split(config, train=False),
                                              N_CLASSES, epochs=config.eval.classifier_epochs, seed=seed,
@@ -171,7 +172,7 @@ def measure_class_consistency(model: Flow, config: MnistConfig, run_dir: Path, d
     with torch.no_grad():
         samples = torch.cat([model.sample(len(chunk), chunk, config.eval.temperature, generator)
                              for chunk in labels.split(500)])
-    return class_consistency(classifier, samples, labels), accuracy
+    return (*class_consistency(classifier, samples, labels), accuracy)
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -214,10 +215,13 @@ def evaluate(args: argparse.Namespace) -> None:
                                                         limit=args.limit)
     print(f"test bits/dim: {mean:.4f} ± {standard_error:.4f} (standard error, {count} images, "
           f"{config.data.dataset}, {config.data.n_bits}-bit, uniform dequantisation)")
-    consistency, accuracy = measure_class_consistency(model, config, args.checkpoint.parent, device,
+    consistency, per_class, accuracy = measure_class_consistency(model, config, args.checkpoint.parent, device,
                                                       classifier_path=args.classifier, seed=args.seed)
-    print(f"class consistency: {consistency:.1%} of {N_CLASSES * config.eval.samples_per_class} samples at "
-          f"temperature {config.eval.temperature} (classifier test accuracy {accuracy:.1%})")
+    count = N_CLASSES * config.eval.samples_per_class
+    standard_error = math.sqrt(consistency * (1 - consistency) / count)
+    print(f"class consistency: {consistency:.1%} ± {standard_error:.1%} of {count} samples at temperature "
+          f"{config.eval.temperature} (classifier test accuracy {accuracy:.1%})")
+    print("  per class: " + ", ".join(f"{label}: {value:.0%}" for label, value in enumerate(per_class.tolist())))
 
 
 def sample(args: argparse.Namespace) -> None:
@@ -254,21 +258,22 @@ def pca(args: argparse.Namespace) -> None:
     count = min(args.images, len(test_set))
     with torch.no_grad():
         for start in range(0, count, 500):
-            images, labels = test_set.__getitems__(list(range(start, min(start + 500, count))))
+            end = min(start + 500, count)
+            images, labels = test_set.images[start:end], test_set.labels[start:end]
             x, c = objective.prepare(images.to(device), labels.to(device),
                                      torch.Generator(device).manual_seed(args.seed + start))
             latents.append(flatten_latents(model.encode(x, c)))
         axes = LatentPCA.fit(torch.cat(latents), k=args.axes)
         values = torch.linspace(-args.range, args.range, args.steps, device=device)
         walks = torch.cat([axes.walk(axis, values) for axis in range(len(axes.std))])
-        digits = range(N_CLASSES) if args.digit is None else [args.digit]
+        chosen_labels = range(N_CLASSES) if args.label is None else [args.label]
         out = Path(args.out or args.checkpoint.parent / "pca")
-        for digit in digits:
+        for label in chosen_labels:
             images = model.decode(unflatten_latents(walks, model.latent_shapes),
-                                  torch.full((len(walks),), digit, device=device))
-            path = save_grid(images, out / f"digit_{digit}.png", nrow=args.steps)
-            print(f"class {digit}: top {len(axes.std)} axes, {args.steps} steps in ±{args.range} std: {path}")
-    share = (axes.std**2).sum() / torch.cat(latents).var(0).sum()
+                                  torch.full((len(walks),), label, device=device))
+            path = save_grid(images, out / f"class_{label}.png", nrow=args.steps)
+            print(f"class {label}: top {len(axes.std)} axes, {args.steps} steps in ±{args.range} std: {path}")
+    share = (axes.std**2).sum() / torch.cat(latents).var(0).sum()  # of the total variance of all D dims
     print(f"PCA of {count} held-out latents: the top {len(axes.std)} axes explain {share:.1%} of the variance; "
           f"their std: {', '.join(f'{s:.2f}' for s in axes.std.tolist())}")
 
@@ -301,7 +306,7 @@ def parser() -> argparse.ArgumentParser:
     commands.choices["sample"].add_argument("--temperature", type=float, default=0.8)
     commands.choices["transfer"].add_argument("--n", type=int, default=8, help="test digits to transfer")
     pca_parser = commands.choices["pca"]
-    pca_parser.add_argument("--digit", type=int, choices=range(N_CLASSES), help="one class (default: all)")
+    pca_parser.add_argument("--label", type=int, choices=range(N_CLASSES), help="one class (default: all ten)")
     pca_parser.add_argument("--axes", type=int, default=6, help="top axes to show")
     pca_parser.add_argument("--steps", type=int, default=9, help="images per axis")
     pca_parser.add_argument("--range", type=float, default=2.5, help="walk from -range to +range std")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cinn.classifier import ImageClassifier, cached_classifier, class_consistency, dataset_fingerprint
@@ -38,4 +39,7 @@ def test_class_consistency_is_the_fraction_assigned_to_the_label():
     predicted = classifier(images).argmax(1)
     labels = predicted.clone()
     labels[:2] = (labels[:2] + 1) % 3
-    assert class_consistency(classifier, images, labels) == 4 / 6
+    overall, per_class = class_consistency(classifier, images, labels)
+    assert overall == 4 / 6
+    expected = [(labels[labels == k] == predicted[labels == k]).double().mean().item() for k in range(3)]
+    assert per_class.tolist() == pytest.approx(expected, nan_ok=True)

@@ -48,16 +48,17 @@ def test_sample_transfer_and_pca_write_their_figures(trained_run, tmp_path):
     assert (tmp_path / "s.png").is_file()
     assert mnist.main(["transfer", "--checkpoint", checkpoint, "--n", "2", "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").is_file()
-    assert mnist.main(["pca", "--checkpoint", checkpoint, "--digit", "7", "--axes", "2", "--steps", "3",
+    assert mnist.main(["pca", "--checkpoint", checkpoint, "--label", "7", "--axes", "2", "--steps", "3",
                        "--images", "40", "--out", str(tmp_path / "pca")]) == 0
-    assert (tmp_path / "pca" / "digit_7.png").is_file()
+    assert (tmp_path / "pca" / "class_7.png").is_file()
 
 
 def test_transfer_under_the_own_label_gives_back_the_input(trained_run):
     data_root, run_dir = trained_run
     config, model = mnist.load_trained(run_dir / "checkpoint.pt", torch.device("cpu"))
     config.data.root = str(data_root)
-    images, labels = mnist.load_split(config, train=False).__getitems__([0, 1, 2])
+    test_set = mnist.load_split(config, train=False)
+    images, labels = test_set.images[:3], test_set.labels[:3]
     x, c = mnist.eval_objective(config).prepare(images, labels, torch.Generator().manual_seed(0))
     latents = model.encode(x, c)
     assert torch.allclose(model.decode(latents, c), x, atol=1e-4)
