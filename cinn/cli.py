@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by the tasks: clean one-line errors, run configs, resume rules."""
+"""Command-line plumbing shared by the tasks: clean one-line errors, run configs, resume rules, trained runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import torch
 
 from cinn.config import (
     ConfigError,
@@ -18,7 +20,8 @@ from cinn.config import (
 )
 from cinn.data import DataError
 from cinn.engine.checkpoint import CheckpointError, load_checkpoint
-from cinn.engine.trainer import CHECKPOINT_NAME, NonFiniteTrainingError
+from cinn.engine.trainer import CHECKPOINT_NAME, NonFiniteTrainingError, trained_weights
+from cinn.models.flow import Flow
 
 T = TypeVar("T")
 
@@ -77,3 +80,15 @@ def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str
 def check_task(state: dict[str, Any], task: str, path: Path) -> None:
     if state.get("task") != task:
         raise CheckpointError(f"{path} is a checkpoint of the '{state.get('task')}' task, not '{task}'")
+
+
+def load_trained(checkpoint: Path, task: str, config_class: type[T],
+                 build_model: Callable[[T, dict[str, Any]], Flow], device: torch.device) -> tuple[T, Flow]:
+    """A run's config and its model in eval mode, rebuilt from the checkpoint's own config by
+    ``build_model(config, state)`` and loaded with the weights to evaluate (the EMA's when kept)."""
+    state = load_checkpoint(checkpoint, map_location=device)
+    check_task(state, task, checkpoint)
+    config = config_from_dict(config_class, state["config"])
+    model = build_model(config, state)
+    model.load_state_dict(trained_weights(state))
+    return config, model.to(device).eval()

@@ -21,9 +21,10 @@ from typing import Literal
 
 import torch
 
+from cinn import cli
 from cinn.bench import benchmark_training
-from cinn.cli import add_train_arguments, check_task, run_command, train_config
-from cinn.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
+from cinn.cli import add_train_arguments, run_command, train_config
+from cinn.config import ConfigError, config_to_dict, load_config, save_config
 from cinn.data import load_dataset
 from cinn.engine import (
     DequantizedImages,
@@ -32,9 +33,7 @@ from cinn.engine import (
     close_process_group,
     evaluate_bits_per_dim,
     init_process_group,
-    load_checkpoint,
     resolve_device,
-    trained_weights,
 )
 from cinn.latent import interpolate_latents
 from cinn.models import Flow, build_glow
@@ -108,12 +107,10 @@ def sample_condition(model: Flow, n: int, device: torch.device) -> torch.Tensor 
 
 def load_trained(checkpoint: Path, device: torch.device) -> tuple[GlowConfig, Flow]:
     """Rebuild the model of a checkpoint from its own config (EMA weights when the run kept them)."""
-    state = load_checkpoint(checkpoint, map_location=device)
-    check_task(state, TASK, checkpoint)
-    config = config_from_dict(GlowConfig, state["config"])
-    model = build_model(config, state["input_shape"], state["num_classes"])
-    model.load_state_dict(trained_weights(state))
-    return config, model.to(device).eval()
+    def rebuild(config: GlowConfig, state: dict) -> Flow:
+        return build_model(config, state["input_shape"], state["num_classes"])
+
+    return cli.load_trained(checkpoint, TASK, GlowConfig, rebuild, device)
 
 
 def _input_shape(config: GlowConfig) -> tuple[int, ...]:

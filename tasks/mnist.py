@@ -22,9 +22,10 @@ from typing import Literal
 
 import torch
 
+from cinn import cli
 from cinn.classifier import cached_classifier, class_consistency
-from cinn.cli import add_train_arguments, check_task, run_command, train_config
-from cinn.config import ConfigError, config_from_dict, config_to_dict, save_config
+from cinn.cli import add_train_arguments, run_command, train_config
+from cinn.config import ConfigError, config_to_dict, save_config
 from cinn.data import load_dataset
 from cinn.engine import (
     DequantizedImages,
@@ -35,9 +36,7 @@ from cinn.engine import (
     close_process_group,
     evaluate_bits_per_dim,
     init_process_group,
-    load_checkpoint,
     resolve_device,
-    trained_weights,
 )
 from cinn.latent import LatentPCA, flatten_latents, transfer_style, unflatten_latents
 from cinn.models import Flow, build_cinn, build_cinn_fc
@@ -150,12 +149,8 @@ def class_rows(n_per_class: int, device: torch.device) -> torch.Tensor:
 
 def load_trained(checkpoint: Path, device: torch.device) -> tuple[MnistConfig, Flow]:
     """Rebuild the model of a checkpoint from its own config (EMA weights when the run kept them)."""
-    state = load_checkpoint(checkpoint, map_location=device)
-    check_task(state, TASK, checkpoint)
-    config = config_from_dict(MnistConfig, state["config"])
-    model = build_model(config, state["input_shape"])
-    model.load_state_dict(trained_weights(state))
-    return config, model.to(device).eval()
+    return cli.load_trained(checkpoint, TASK, MnistConfig,
+                            lambda config, state: build_model(config, state["input_shape"]), device)
 
 
 def measure_class_consistency(model: Flow, config: MnistConfig, run_dir: Path, device: torch.device, *,
