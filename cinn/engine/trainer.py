@@ -98,7 +98,7 @@ class Trainer:
 
     A run directory holds ``checkpoint.pt`` (model, EMA, optimiser, scheduler, step, RNG states, the
     task's full config, and the task's ``extra_state`` such as the input shape), ``metrics.csv``,
-    ``tensorboard/``, ``learning_curve.png`` and ``samples/step_XXXXXXX.png``. Each step's randomness
+    ``tensorboard/``, ``learning_curve.png`` and ``samples/step_<7-digit step>.png``. Each step's randomness
     (batch order, dequantisation noise) is a pure function of ``(seed, step)``, so
     ``fit(resume=True)`` after a kill continues exactly as an uninterrupted run would. Under
     ``torchrun`` every rank prepares the same global batch and trains on its slice through
