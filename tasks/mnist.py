@@ -74,7 +74,8 @@ class ModelConfig:
     """``fc``: the paper's flat model (``n_blocks`` couplings of width ``hidden_features``);
     ``conv``: multi-scale (``n_levels`` × ``blocks_per_level`` conv couplings of width
     ``hidden_channels``, Haar downsampling, learned label embeddings broadcast as maps). ``actnorm``
-    (not in the paper) adds a data-initialised ActNorm before every coupling."""
+    (not in the paper) adds a data-initialised ActNorm before every coupling; ``permutation`` (fc only):
+    ``orthogonal`` mixing or a hard ``shuffle`` as in the official code."""
 
     architecture: Literal["fc", "conv"] = "fc"
     clamp: float = 1.5
@@ -85,6 +86,7 @@ class ModelConfig:
     hidden_channels: int = 64
     split_prior: bool = False
     actnorm: bool = False
+    permutation: Literal["orthogonal", "shuffle"] = "orthogonal"
 
     def validate(self) -> None:
         if self.clamp <= 0:
@@ -121,7 +123,7 @@ def build_model(config: MnistConfig, input_shape: Sequence[int]) -> Flow:
     if model.architecture == "fc":
         return build_cinn_fc(input_shape, N_CLASSES, n_blocks=model.n_blocks,
                              hidden_features=model.hidden_features, clamp=model.clamp, actnorm=model.actnorm,
-                             seed=config.train.seed)
+                             permutation=model.permutation, seed=config.train.seed)
     try:
         return build_cinn(input_shape, (N_CLASSES,), n_levels=model.n_levels,
                           blocks_per_level=model.blocks_per_level, hidden_channels=model.hidden_channels,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from FrEIA.modules import Flatten
 
 from cinn.blocks import (
     ActNorm,
+    ChannelPermutation,
     CouplingBlock,
     HaarDownsampling,
     OrthogonalPermutation,
@@ -80,15 +82,17 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
 
 
 def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int = 24,
-                  hidden_features: int = 512, clamp: float = 1.5, actnorm: bool = False, seed: int = 0) -> Flow:
-    r"""The cINN paper's MNIST model: flatten → ``n_blocks`` × [fixed random orthogonal permutation →
+                  hidden_features: int = 512, clamp: float = 1.5, actnorm: bool = False,
+                  permutation: Literal["orthogonal", "shuffle"] = "orthogonal", seed: int = 0) -> Flow:
+    r"""The cINN paper's MNIST model: flatten → ``n_blocks`` × [fixed random permutation →
     conditional affine coupling (soft clamp, both halves, one hidden layer of ``hidden_features``)].
 
-    ``actnorm`` (not in the paper) puts an :class:`~cinn.blocks.ActNorm` (per-dimension scale and
-    shift, data-initialised) before every coupling. Every coupling receives the one-hot label,
-    concatenated to its subnet input; ``c`` is given
-    as integer labels ``(B,)`` or one-hot ``(B, n_classes)``. The single latent is flat,
-    ``(B, prod(input_shape))``.
+    ``permutation``: a fixed random orthogonal matrix (mixes all dimensions) or a hard random
+    ``"shuffle"`` of the dimensions, as the official MNIST code does. ``actnorm`` (not in the paper)
+    puts an :class:`~cinn.blocks.ActNorm` (per-dimension scale and shift, data-initialised) before
+    every coupling. Every coupling receives the one-hot label, concatenated to its subnet input;
+    ``c`` is given as integer labels ``(B,)`` or one-hot ``(B, n_classes)``. The single latent is
+    flat, ``(B, prod(input_shape))``.
 
     Example:
         >>> model = build_cinn_fc((1, 28, 28), 10, n_blocks=4, hidden_features=64)
@@ -99,7 +103,12 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
         flow.append(Flatten)
     subnet = fc_subnet(hidden_features)
     for block in range(n_blocks):
-        flow.append(OrthogonalPermutation, seed=seed + block)
+        if permutation == "shuffle":
+            flow.append(ChannelPermutation, kind="shuffle", seed=seed + block)
+        elif permutation == "orthogonal":
+            flow.append(OrthogonalPermutation, seed=seed + block)
+        else:
+            raise ValueError(f"unknown permutation {permutation!r}; use 'orthogonal' or 'shuffle'")
         if actnorm:
             flow.append(ActNorm)
         flow.append(CouplingBlock, condition=0, subnet_constructor=subnet, transform="affine_soft_clamp",
