@@ -260,7 +260,8 @@ def pca(args: argparse.Namespace) -> None:
             x, c = objective.prepare(images.to(device), labels.to(device),
                                      torch.Generator(device).manual_seed(args.seed + start))
             latents.append(flatten_latents(model.encode(x, c)))
-        axes = LatentPCA.fit(torch.cat(latents), k=args.axes)
+        latents = torch.cat(latents)
+        axes = LatentPCA.fit(latents, k=args.axes)
         values = torch.linspace(-args.range, args.range, args.steps, device=device)
         walks = torch.cat([axes.walk(axis, values) for axis in range(len(axes.std))])
         chosen_labels = range(N_CLASSES) if args.label is None else [args.label]
@@ -270,7 +271,7 @@ def pca(args: argparse.Namespace) -> None:
                                   torch.full((len(walks),), label, device=device))
             path = save_grid(images, out / f"class_{label}.png", nrow=args.steps)
             print(f"class {label}: top {len(axes.std)} axes, {args.steps} steps in ±{args.range} std: {path}")
-    share = (axes.std**2).sum() / torch.cat(latents).var(0).sum()  # of the total variance of all D dims
+    share = (axes.std**2).sum() / latents.var(0).sum()  # of the total variance of all D dims
     print(f"PCA of {count} held-out latents: the top {len(axes.std)} axes explain {share:.1%} of the variance; "
           f"their std: {', '.join(f'{s:.2f}' for s in axes.std.tolist())}")
 
