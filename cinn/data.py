@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import skimage.data
 import torch
 import torchvision
 from PIL import Image, ImageOps
@@ -271,6 +272,67 @@ def _to_8bit(image: Image.Image, channels: int) -> Image.Image:
     return image if image.mode == target else image.convert(target)
 
 
+def open_image(path: Path | str, channels: int = 3) -> Image.Image:
+    """The image file at ``path``, upright (EXIF orientation applied), as 8-bit ``"RGB"`` (``channels`` 3)
+    or ``"L"`` (1), from any mode PIL reads (16-bit scaled, palette and CMYK converted, alpha dropped).
+
+    Raises :class:`DataError` naming the file when it is missing, truncated or not an image.
+
+    Example:
+        >>> open_image("photo.jpg").mode   # doctest: +SKIP
+        'RGB'
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            return _to_8bit(ImageOps.exif_transpose(opened), channels)
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist; check the path") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise DataError(f"cannot read image {path} ({error}); delete or replace the file") from error
+
+
+def fit_square(image: Image.Image, size: int) -> Image.Image:
+    """``image`` resized so its shorter side is ``size`` (bicubic, antialiased), then centre-cropped to
+    ``size × size``."""
+    image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return TF.center_crop(image, [size, size])
+
+
+# scikit-image's bundled colour photos (no download needed); "motorcycle" is the left view of the stereo pair.
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "motorcycle",
+                  "retina", "rocket")
+
+
+def skimage_photo(name: str) -> Image.Image:
+    """One of :data:`SKIMAGE_PHOTOS` as an RGB PIL image.
+
+    Example:
+        >>> skimage_photo("coffee").size
+        (600, 400)
+    """
+    if name not in SKIMAGE_PHOTOS:
+        raise DataError(f"{name!r} is not one of scikit-image's bundled photos; choose one of "
+                        f"{', '.join(SKIMAGE_PHOTOS)}")
+    pixels = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    return Image.fromarray(pixels).convert("RGB")
+
+
+def square_photos(photos: Sequence[Image.Image], size: int) -> TensorImageDataset:
+    """Photos as an unlabelled in-memory dataset of ``size × size`` squares (see :func:`fit_square`).
+
+    Shapes: ``images`` ``uint8 (N, C, size, size)``, ``labels`` zeros ``(N,)``.
+    """
+    images = torch.stack([TF.pil_to_tensor(fit_square(photo, size)) for photo in photos])
+    return TensorImageDataset(images, torch.zeros(len(images), dtype=torch.int64))
+
+
+def cache_in_memory(dataset: Dataset) -> TensorImageDataset:
+    """Every item of ``dataset`` decoded once and held as one uint8 tensor (for small photo sets)."""
+    images, labels = collate_images([dataset[index] for index in range(len(dataset))])
+    return TensorImageDataset(images, labels, getattr(dataset, "num_classes", 0))
+
+
 class ImageFolderDataset(Dataset):
     """Every image below a folder, resized and cropped to ``image_size × image_size``, unlabelled.
 
@@ -315,18 +377,13 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as opened:
-                image = _to_8bit(ImageOps.exif_transpose(opened), self.channels)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise DataError(f"cannot read image {path} ({error}); delete or replace the file") from error
+        image = open_image(self.paths[index], self.channels)
         size = self.image_size
-        image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
         if self.random_crop:
+            image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
             image = TF.crop(image, *RandomCrop.get_params(image, (size, size)))
         else:
-            image = TF.center_crop(image, [size, size])
+            image = fit_square(image, size)
         return TF.pil_to_tensor(image), torch.tensor(0)
 
 

@@ -1,10 +1,11 @@
-"""Pictures: image grids and learning curves."""
+"""Pictures: image grids, titled image tables and learning curves."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import save_image
@@ -15,6 +16,37 @@ def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images.detach().float().clamp(0, 1).cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
+    return path
+
+
+def save_image_table(images: Tensor, column_titles: list[str], path: str | Path,
+                     row_titles: list[str] | None = None, cell_inches: float = 2.0) -> Path:
+    """Save a table of images ``(rows, cols, 3, H, W)`` (uint8, or float in ``[0, 1]``) with a title
+    over each column (and optionally beside each row) as one PNG.
+
+    Example:
+        >>> save_image_table(torch.rand(2, 3, 3, 32, 32), ["input", "truth", "sample"], "table.png")
+        PosixPath('table.png')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows, cols, _, height, width = images.shape
+    pixels = images.detach().cpu()
+    pixels = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float().clamp(0, 1)
+    figure = Figure(figsize=(cell_inches * cols, cell_inches * rows * height / width + 0.4))
+    axes = figure.subplots(rows, cols, squeeze=False)
+    for row in range(rows):
+        for col in range(cols):
+            axis = axes[row][col]
+            axis.imshow(pixels[row, col].permute(1, 2, 0).numpy())
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(column_titles[col], fontsize=9)
+            if col == 0 and row_titles is not None:
+                axis.set_ylabel(row_titles[row], fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
     return path
 
 

@@ -60,6 +60,9 @@ MODEL_CASES = [
     ModelCase("cinn_conv_image_condition", lambda: build_cinn(
         (2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=2, hidden_channels=8, condition_channels=(4, 4)),
         image(1, 8, 8)),
+    ModelCase("cinn_conv_condition_at_twice_the_resolution", lambda: build_cinn(
+        (2, 4, 4), (1, 8, 8), n_levels=2, blocks_per_level=1, hidden_channels=8, condition_channels=(4, 4)),
+        image(1, 8, 8)),
     ModelCase("cinn_conv_label_condition_split_prior", lambda: build_cinn(
         (1, 8, 8), (3,), n_levels=2, blocks_per_level=1, hidden_channels=8, condition_channels=(2, 3),
         split_prior=True), labels(3)),
@@ -207,9 +210,27 @@ def test_impossible_glow_shapes_are_rejected(shape, levels):
         build_glow(shape, n_levels=levels, steps_per_level=1, hidden_channels=8)
 
 
-def test_cinn_condition_size_must_match():
+@pytest.mark.parametrize("condition_size", [12, 4])
+def test_cinn_condition_size_must_be_the_input_size_times_a_power_of_two(condition_size):
     with pytest.raises(ValueError, match="condition image size"):
-        build_cinn((2, 8, 8), (1, 16, 16), n_levels=2)
+        build_cinn((2, 8, 8), (1, condition_size, condition_size), n_levels=2)
+
+
+def test_convolutional_cinn_runs_invertibly_at_another_size():
+    torch.manual_seed(0)
+    model = perturb_(build_cinn((2, 8, 8), (1, 16, 16), n_levels=2, blocks_per_level=1, hidden_channels=8,
+                                condition_channels=(4, 4)).double(), scale=0.05)
+    assert model.latent_shapes_at((8, 16)) == [(4, 4, 8), (16, 2, 4)]
+    condition = torch.randn(BATCH, 1, 16, 32, dtype=torch.float64)
+    samples = model.sample(BATCH, condition, temperature=1.0, spatial_size=(8, 16))
+    assert samples.shape == (BATCH, 2, 8, 16)
+    latents, log_det = model.transform(samples, condition)
+    assert [tuple(z.shape[1:]) for z in latents] == model.latent_shapes_at((8, 16))
+    x, reverse_log_det = model.inverse(latents, condition)
+    assert max_abs_difference([x], [samples]) < 1e-10
+    assert torch.allclose(log_det, -reverse_log_det, atol=1e-10)
+    with pytest.raises(ValueError, match="does not divide"):
+        model.latent_shapes_at((6, 8))
 
 
 def test_out_of_range_labels_are_rejected():

@@ -4,14 +4,18 @@ from cinn.models.cinn import build_cinn, build_cinn_fc
 from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot
 from cinn.models.flow import Flow, standard_normal_log_prob
 from cinn.models.glow import build_glow
+from cinn.models.regressor import GaussianRegressor, UpsamplingHead, build_regressor
 
 __all__ = [
     "Flow",
+    "GaussianRegressor",
     "ImageConditionPyramid",
     "LabelMaps",
     "OneHot",
+    "UpsamplingHead",
     "build_cinn",
     "build_cinn_fc",
     "build_glow",
+    "build_regressor",
     "standard_normal_log_prob",
 ]

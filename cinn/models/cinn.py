@@ -17,7 +17,7 @@ from cinn.blocks import (
     conv_subnet,
     fc_subnet,
 )
-from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot
+from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot, default_condition_channels
 from cinn.models.flow import Flow
 from cinn.models.glow import check_multiscale_shape
 
@@ -30,9 +30,9 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     permutation)] → split.
 
     The model owns a condition network trained jointly with the flow: for an image condition
-    (``condition_shape = (C_c, H, W)``, e.g. the L channel for colourisation) a conv pyramid
-    (:class:`~cinn.models.condition.ImageConditionPyramid`); for a class condition
-    (``condition_shape = (K,)``) learned label embeddings broadcast as maps
+    (``condition_shape = (C_c, 2^k·H, 2^k·W)``, e.g. the L channel for colourisation, possibly at a
+    higher resolution than ab) a conv pyramid (:class:`~cinn.models.condition.ImageConditionPyramid`);
+    for a class condition (``condition_shape = (K,)``) learned label embeddings broadcast as maps
     (:class:`~cinn.models.condition.LabelMaps`, ``c`` given as labels ``(B,)`` or one-hot). Level
     ``l`` works at ``H/2^(l+1) x W/2^(l+1)`` and its couplings (affine, soft clamp ``clamp``, both
     halves transformed, conv subnets of width ``hidden_channels``) receive the condition features
@@ -48,16 +48,14 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     """
     check_multiscale_shape(input_shape, n_levels)
     if condition_channels is None:
-        condition_channels = [min(32 * 2**level, 256) for level in range(n_levels)]
+        condition_channels = default_condition_channels(n_levels)
     if len(condition_channels) != n_levels:
         raise ValueError(f"condition_channels needs one entry per level ({n_levels}), got {condition_channels}")
     _, height, width = input_shape
     sizes = [(height // 2 ** (level + 1), width // 2 ** (level + 1)) for level in range(n_levels)]
     if len(condition_shape) == 3:
-        if tuple(condition_shape[1:]) != (height, width):
-            raise ValueError(f"condition image size {tuple(condition_shape[1:])} must equal the input "
-                             f"size {(height, width)}")
-        condition_net = ImageConditionPyramid(condition_shape[0], condition_channels)
+        condition_net = ImageConditionPyramid(condition_shape[0], condition_channels,
+                                              extra_stages=condition_scale_steps(condition_shape, input_shape))
     elif len(condition_shape) == 1:
         condition_net = LabelMaps(condition_shape[0], condition_channels, sizes)
     else:
@@ -79,6 +77,16 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
         if level < n_levels - 1:
             flow.append(Split, learned_prior=split_prior)
     return flow
+
+
+def condition_scale_steps(condition_shape: Sequence[int], input_shape: Sequence[int]) -> int:
+    """``k`` such that an image condition is ``2^k`` times the input's height and width (``k ≥ 0``)."""
+    condition_size, input_size = tuple(condition_shape[1:]), tuple(input_shape[1:])
+    for steps in range(8):
+        if condition_size == tuple(side * 2**steps for side in input_size):
+            return steps
+    raise ValueError(f"condition image size {condition_size} must be the input size {input_size} times a power "
+                     "of two (1, 2, 4, ...)")
 
 
 def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int = 24,

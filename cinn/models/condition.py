@@ -38,26 +38,39 @@ class OneHot(nn.Module):
         return [F.one_hot(c, self.n_classes).to(self.dtype_reference.dtype)]
 
 
+def default_condition_channels(n_levels: int) -> list[int]:
+    """Feature widths per level of an image condition network: 32, 64, 128, 256, 256, ..."""
+    return [min(32 * 2**level, 256) for level in range(n_levels)]
+
+
 class ImageConditionPyramid(nn.Module):
     """A conv net on a condition image giving features at each scale of a multi-scale cINN.
 
-    Level ``l`` (0-based) has resolution ``(H / 2^(l+1), W / 2^(l+1))`` (the flow Haar-downsamples
-    before each level) and ``channels[l]`` feature maps: a stride-2 3x3 conv, ReLU, 3x3 conv, ReLU
-    applied to the previous level's features (the condition image for level 0).
+    Each stage is a stride-2 3x3 conv, ReLU, 3x3 conv, ReLU applied to the previous stage's output (the
+    condition image for the first). The first ``extra_stages`` stages (width ``channels[0] // 2``)
+    only bring a condition image ``2^extra_stages`` times larger than the flow's input down to its
+    size — as in colourisation, where L has a higher resolution than ab — and give no output. Output
+    ``l`` (0-based) has ``channels[l]`` maps at ``(H / 2^(e+l+1), W / 2^(e+l+1))``, ``e = extra_stages``:
+    the resolution of level ``l`` of a flow that Haar-downsamples before each level.
 
-    Shapes: ``(B, C_c, H, W)`` → ``[(B, channels[l], H/2^(l+1), W/2^(l+1)) for l]``.
+    Shapes: ``(B, C_c, H, W)`` → ``[(B, channels[l], H/2^(e+l+1), W/2^(e+l+1)) for l]``.
 
     Example:
         >>> net = ImageConditionPyramid(1, (16, 32))
         >>> [f.shape[1:] for f in net(torch.randn(2, 1, 16, 16))]
         [torch.Size([16, 8, 8]), torch.Size([32, 4, 4])]
+        >>> [f.shape[1:] for f in ImageConditionPyramid(1, (16, 32), extra_stages=1)(torch.randn(2, 1, 32, 32))]
+        [torch.Size([16, 8, 8]), torch.Size([32, 4, 4])]
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int]):
+    def __init__(self, in_channels: int, channels: Sequence[int], extra_stages: int = 0):
         super().__init__()
+        if extra_stages < 0:
+            raise ValueError(f"extra_stages must not be negative, got {extra_stages}")
+        self.extra_stages = extra_stages
         stages = []
         width = in_channels
-        for out in channels:
+        for out in [max(channels[0] // 2, 1)] * extra_stages + list(channels):
             stages.append(nn.Sequential(
                 nn.Conv2d(width, out, 3, stride=2, padding=1), nn.ReLU(),
                 nn.Conv2d(out, out, 3, padding=1), nn.ReLU(),
@@ -70,7 +83,7 @@ class ImageConditionPyramid(nn.Module):
         for stage in self.stages:
             c = stage(c)
             features.append(c)
-        return features
+        return features[self.extra_stages:]
 
 
 class LabelMaps(nn.Module):

@@ -148,19 +148,44 @@ class Flow(nn.Module):
         """Same as :meth:`log_prob` (so that wrappers such as DDP see the training objective)."""
         return self.log_prob(x, c)
 
+    def latent_shapes_at(self, spatial_size: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+        """:attr:`latent_shapes` for an input of another height and width (fully convolutional models).
+
+        Each latent's spatial size scales with the input's: ``(C, h, w)`` at input ``(H₀, W₀)`` becomes
+        ``(C, h·H/H₀, w·W/W₀)`` at ``(H, W)``. ``None`` gives the model's own input size.
+
+        Example:
+            >>> build_cinn((2, 64, 64), (1, 64, 64), n_levels=3).latent_shapes_at((64, 96))[-1]
+            (32, 8, 12)
+        """
+        if spatial_size is None:
+            return self.latent_shapes
+        if len(self.input_shape) != 3:
+            raise ValueError(f"only image models (C, H, W) change size; this one takes {self.input_shape}")
+        (height, width), (base_height, base_width) = tuple(spatial_size), self.input_shape[1:]
+        shapes = []
+        for channels, h, w in self.latent_shapes:
+            if (h * height) % base_height or (w * width) % base_width:
+                raise ValueError(f"input size {height}x{width} does not divide into this model's scales; use "
+                                 f"multiples of {base_height // math.gcd(base_height, h)}")
+            shapes.append((channels, h * height // base_height, w * width // base_width))
+        return shapes
+
     def sample_latents(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-                       ) -> list[Tensor]:
-        """``n`` draws of every latent from ``N(0, temperature² I)``."""
+                       spatial_size: Sequence[int] | None = None) -> list[Tensor]:
+        """``n`` draws of every latent from ``N(0, temperature² I)``, for inputs of ``spatial_size``
+        (default: the model's own input size; see :meth:`latent_shapes_at`)."""
         reference = next(self.parameters(), None)
         if reference is None:
             reference = next(self.buffers())
         return [temperature * torch.randn((n, *shape), generator=generator, device=reference.device,
                                           dtype=reference.dtype)
-                for shape in self.latent_shapes]
+                for shape in self.latent_shapes_at(spatial_size)]
 
     @torch.no_grad()
     def sample(self, n: int, c: Condition = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: torch.Generator | None = None, spatial_size: Sequence[int] | None = None) -> Tensor:
         """``n`` samples ``x = decode(ε)`` with ``ε ~ N(0, temperature² I)``; ``temperature=0`` decodes the
-        prior mean. A condition ``c`` must have batch size ``n``."""
-        return self.decode(self.sample_latents(n, temperature, generator), c)
+        prior mean. A condition ``c`` must have batch size ``n`` (and, for an image condition, the
+        ``spatial_size`` of the samples, when that differs from the model's input size)."""
+        return self.decode(self.sample_latents(n, temperature, generator, spatial_size), c)

@@ -1,0 +1,165 @@
+"""``python -m tasks.colorize`` end to end: train (bundled photos and a folder), eval, colorize, the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cinn.cli import run_command
+from cinn.colorization import load_colorizer
+from cinn.config import load_config
+from cinn.engine import load_checkpoint, save_checkpoint
+from tasks import colorize
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs/colorize/tiny.yaml")
+
+
+def colour_photo(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth random colour photo, uint8 (H, W, 3)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 3, 3, generator=generator)
+    pixels = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear")[0]
+    return (pixels.permute(1, 2, 0) * 255).round().byte().numpy()
+
+
+def write_photo_folder(folder: Path, count: int, grey: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        image = Image.fromarray(colour_photo(40 + 3 * index, 50, seed=index))
+        (image.convert("L") if grey else image).save(folder / f"photo_{index}.png")
+    return folder
+
+
+def write_every_format(folder: Path) -> dict[str, tuple[int, int]]:
+    """One photo per format and mode colourisation must accept; returns file name → (width, height)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = Image.fromarray(colour_photo(30, 45, seed=9))
+    files = {
+        "rgb.jpg": rgb,
+        "cmyk.jpg": rgb.convert("CMYK"),
+        "rgba.png": rgb.convert("RGBA"),
+        "palette.png": rgb.convert("P"),
+        "grey.png": rgb.convert("L"),
+        "grey16.png": Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257),
+        "photo.webp": rgb,
+        "photo.tiff": rgb,
+    }
+    for name, image in files.items():
+        image.save(folder / name)
+    return {name: image.size for name, image in files.items()}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny cINN trained on scikit-image's bundled photos, as `train` with no --data does."""
+    run_dir = tmp_path_factory.mktemp("run")
+    assert colorize.main(["train", "--config", TINY, "--run_dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_train_on_the_bundled_photos_writes_the_run(trained_run):
+    state = load_checkpoint(trained_run / "checkpoint.pt")
+    assert state["task"] == "colorize" and state["step"] == 4
+    assert state["model_spec"]["ab_downsample"] == 2 and state["shorter_side"] == 32
+    assert {"config.yaml", "metrics.csv", "learning_curve.png", "heldout.png", "samples"} <= {
+        path.name for path in trained_run.iterdir()}
+
+
+def test_default_config_file_is_the_no_argument_default():
+    default = load_config(colorize.ColorizeConfig, ROOT / "configs/colorize/skimage.yaml")
+    assert default == colorize.ColorizeConfig()
+
+
+def test_eval_reports_nll_best_of_n_rmse_and_diversity(trained_run, capsys):
+    assert colorize.main(["eval", "--checkpoint", str(trained_run / "checkpoint.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "held-out photo(s)" in out and "bits per ab dimension" in out
+    assert "best-of-3 RMSE of ab at T=0.8" in out and "predicting ab = 0" in out and "diversity" in out
+
+
+def test_eval_on_a_folder(trained_run, tmp_path, capsys):
+    folder = write_photo_folder(tmp_path / "held_out", 3)
+    assert colorize.main(["eval", "--checkpoint", str(trained_run / "checkpoint.pt"), "--data", str(folder)]) == 0
+    assert f"all 3 photos in {folder}" in capsys.readouterr().out
+
+
+def test_colorize_accepts_every_format_and_keeps_the_size(trained_run, tmp_path):
+    sizes = write_every_format(tmp_path / "in")
+    out = tmp_path / "out"
+    assert colorize.main(["colorize", "--checkpoint", str(trained_run / "checkpoint.pt"), "--input",
+                          str(tmp_path / "in"), "--samples", "2", "--temperature", "0.8", "--out", str(out)]) == 0
+    for name, size in sizes.items():
+        stem = Path(name).stem
+        for index in (1, 2):
+            with Image.open(out / f"{stem}_sample{index}.png") as written:
+                assert written.size == size and written.mode == "RGB"
+        assert (out / f"{stem}_contact.png").is_file()
+
+
+def test_python_api_colourises_a_photo(trained_run):
+    colorizer = load_colorizer(trained_run / "checkpoint.pt")
+    photo = torch.from_numpy(colour_photo(27, 41, seed=3)).permute(2, 0, 1).contiguous()
+    colourings = colorizer.colorize(photo, n_samples=3, temperature=0.8)
+    assert colourings.shape == (3, 3, 27, 41) and colourings.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("architecture", ["cinn", "regressor"])
+def test_train_on_a_folder_with_a_validation_split(tmp_path, architecture, capsys):
+    folder = write_photo_folder(tmp_path / "photos", 8)
+    run_dir = tmp_path / "run"
+    assert colorize.main(["train", "--config", TINY, "--data", str(folder), "--run_dir", str(run_dir),
+                          "--data.val_fraction=0.25", f"--model.architecture={architecture}"]) == 0
+    assert colorize.main(["eval", "--checkpoint", str(run_dir / "checkpoint.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "the run's 2 held-out photo(s)" in out
+    if architecture == "regressor":
+        assert "sample diversity: 0.00" in out  # deterministic: every sample is the prediction
+
+
+def run_and_fail(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(colorize.main, args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    return err
+
+
+def test_greyscale_training_photos_are_refused(tmp_path, capsys):
+    folder = write_photo_folder(tmp_path / "grey", 4, grey=True)
+    args = ["train", "--config", TINY, "--data", str(folder), "--run_dir", str(tmp_path / "r")]
+    err = run_and_fail(args, capsys)
+    assert "4 of the 4 training photos are greyscale" in err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--data.crop_size=12", "must be a multiple of 2^model.n_levels · data.ab_downsample = 8"),
+    ("--data.ab_downsample=3", "power of two"),
+    ("--data.holdout=lena", "data.holdout must be one of"),
+    ("--data.crop_size=64", "at most data.image_size"),
+])
+def test_impossible_settings_give_one_clear_line(tmp_path, override, message, capsys):
+    err = run_and_fail(["train", "--config", TINY, "--run_dir", str(tmp_path / "r"), override], capsys)
+    assert message in err
+
+
+def test_missing_inputs_give_one_clear_line(trained_run, tmp_path, capsys):
+    checkpoint = str(trained_run / "checkpoint.pt")
+    err = run_and_fail(["train", "--config", TINY, "--data", str(tmp_path / "nowhere")], capsys)
+    assert "does not exist" in err
+    err = run_and_fail(["colorize", "--checkpoint", checkpoint, "--input", str(tmp_path / "no.jpg")], capsys)
+    assert "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    err = run_and_fail(["colorize", "--checkpoint", checkpoint, "--input", str(tmp_path / "empty")], capsys)
+    assert "contains no photos" in err
+
+
+def test_a_checkpoint_of_another_task_is_named(tmp_path, capsys):
+    save_checkpoint({"task": "glow", "config": {}}, tmp_path / "glow.pt")
+    err = run_and_fail(["colorize", "--checkpoint", str(tmp_path / "glow.pt"), "--input", str(tmp_path)], capsys)
+    assert "checkpoint of the 'glow' task, not 'colorize'" in err
