@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -46,15 +47,26 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
 def lab_to_rgb(lab: Tensor) -> Tensor:
     """``(B, 3, H, W)`` Lab → ``(B, 3, H, W)`` ``uint8`` RGB (out-of-gamut colours clipped by skimage).
 
+    The images are converted on ``torch.get_num_threads()`` threads (numpy releases the GIL), which
+    matters for several full-resolution colourings of one photo.
+
     Example:
         >>> lab_to_rgb(torch.tensor([100.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten().tolist()
         [255, 255, 255]
     """
     values = np.moveaxis(lab.detach().float().cpu().numpy(), 1, -1)
-    with warnings.catch_warnings():  # sampled colours may leave the sRGB gamut; clipping them is the intent
+    workers = max(1, min(len(values), torch.get_num_threads()))
+    # Sampled colours may leave the sRGB gamut; clipping them is the intent. (The filter is set here,
+    # around the pool, because catch_warnings is not thread-safe.)
+    with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
         warnings.filterwarnings("ignore", message="Conversion from CIE-LAB", category=UserWarning)
-        rgb = color.lab2rgb(values, channel_axis=-1)
-    return torch.from_numpy(np.moveaxis(np.round(rgb * 255).astype(np.uint8), -1, 1).copy()).to(lab.device)
+        rgb = np.stack(list(pool.map(_lab_to_rgb_image, values)))
+    return torch.from_numpy(np.moveaxis(rgb, -1, 1).copy()).to(lab.device)
+
+
+def _lab_to_rgb_image(lab: np.ndarray) -> np.ndarray:
+    """One ``(H, W, 3)`` Lab image → ``uint8`` RGB."""
+    return np.round(color.lab2rgb(lab, channel_axis=-1) * 255).astype(np.uint8)
 
 
 def normalize_lightness(lightness: Tensor) -> Tensor:
