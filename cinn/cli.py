@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 from cinn.config import (
     ConfigError,
@@ -21,9 +22,9 @@ from cinn.config import (
 from cinn.data import DataError
 from cinn.engine.checkpoint import CheckpointError, load_checkpoint
 from cinn.engine.trainer import CHECKPOINT_NAME, NonFiniteTrainingError, trained_weights
-from cinn.models.flow import Flow
 
 T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteTrainingError, FileNotFoundError,
                PermissionError)
@@ -83,7 +84,7 @@ def check_task(state: dict[str, Any], task: str, path: Path) -> None:
 
 
 def load_trained(checkpoint: Path, task: str, config_class: type[T],
-                 build_model: Callable[[T, dict[str, Any]], Flow], device: torch.device) -> tuple[T, Flow]:
+                 build_model: Callable[[T, dict[str, Any]], M], device: torch.device) -> tuple[T, M]:
     """A run's config and its model in eval mode, rebuilt from the checkpoint's own config by
     ``build_model(config, state)`` and loaded with the weights to evaluate (the EMA's when kept)."""
     state = load_checkpoint(checkpoint, map_location=device)

@@ -301,8 +301,9 @@ def photo_paths(source: Path) -> list[Path]:
 def colorize(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     colorizer = load_colorizer(args.checkpoint, device)
+    paths = photo_paths(args.input)
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in photo_paths(args.input):
+    for path in paths:
         photo = TF.pil_to_tensor(open_image(path))
         start = time.perf_counter()
         colourings = colorizer.colorize(photo, args.samples, args.temperature, args.seed)

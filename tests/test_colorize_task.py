@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,19 @@ def write_photo_folder(folder: Path, count: int, grey: bool = False) -> Path:
     return folder
 
 
+def write_rgb16_png(path: Path, pixels: np.ndarray) -> None:
+    """A 48-bit RGB PNG (colour type 2, bit depth 16) from uint16 ``(H, W, 3)``; PIL cannot write one."""
+    height, width, _ = pixels.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
 def write_every_format(folder: Path) -> dict[str, tuple[int, int]]:
     """One photo per format and mode colourisation must accept; returns file name → (width, height)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,7 +66,8 @@ def write_every_format(folder: Path) -> dict[str, tuple[int, int]]:
     }
     for name, image in files.items():
         image.save(folder / name)
-    return {name: image.size for name, image in files.items()}
+    write_rgb16_png(folder / "rgb16.png", colour_photo(30, 45, seed=9).astype(np.uint16) * 257)
+    return {**{name: image.size for name, image in files.items()}, "rgb16.png": rgb.size}
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +168,10 @@ def test_missing_inputs_give_one_clear_line(trained_run, tmp_path, capsys):
     checkpoint = str(trained_run / "checkpoint.pt")
     err = run_and_fail(["train", "--config", TINY, "--data", str(tmp_path / "nowhere")], capsys)
     assert "does not exist" in err
-    err = run_and_fail(["colorize", "--checkpoint", checkpoint, "--input", str(tmp_path / "no.jpg")], capsys)
-    assert "does not exist" in err
+    out = tmp_path / "out"
+    err = run_and_fail(["colorize", "--checkpoint", checkpoint, "--input", str(tmp_path / "no.jpg"),
+                        "--out", str(out)], capsys)
+    assert "does not exist" in err and not out.exists()  # nothing written for a failed call
     (tmp_path / "empty").mkdir()
     err = run_and_fail(["colorize", "--checkpoint", checkpoint, "--input", str(tmp_path / "empty")], capsys)
     assert "contains no photos" in err
