@@ -47,6 +47,25 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
         sys.exit(130)
 
 
+def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+             with_overrides: dict[str, Callable[[argparse.Namespace, list[str]], None]],
+             plain: dict[str, Callable[[argparse.Namespace], None]]) -> int:
+    """Parse ``argv`` and run its sub-command: those in ``with_overrides`` (``train``, ...) also receive
+    the config overrides (``--section.key=value``) that ``parser`` does not know; the others refuse them.
+
+    Example:
+        >>> dispatch(parser(), argv, {"train": train}, {"eval": evaluate, "sample": sample})   # doctest: +SKIP
+    """
+    args, overrides = parser.parse_known_args(argv)
+    if args.command in with_overrides:
+        with_overrides[args.command](args, overrides)
+    elif overrides:
+        parser.error(f"unrecognised arguments: {' '.join(overrides)}")
+    else:
+        plain[args.command](args)
+    return 0
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML config (see configs/); defaults apply without one")
     parser.add_argument("--resume", action="store_true",

@@ -30,7 +30,7 @@ from torchvision.transforms import functional as TF
 from torchvision.utils import make_grid
 
 from cinn import cli
-from cinn.cli import add_train_arguments, run_command, train_config
+from cinn.cli import add_train_arguments, dispatch, run_command, train_config
 from cinn.color import lab_to_rgb, rgb_to_lab
 from cinn.colorization import (
     Colorizer,
@@ -365,14 +365,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, overrides = parser().parse_known_args(argv)
-    if args.command != "train" and overrides:
-        parser().error(f"unrecognised arguments: {' '.join(overrides)}")
-    if args.command == "train":
-        train(args, overrides)
-    else:
-        {"colorize": colorize, "eval": evaluate}[args.command](args)
-    return 0
+    return dispatch(parser(), argv, {"train": train}, {"colorize": colorize, "eval": evaluate})
 
 
 if __name__ == "__main__":

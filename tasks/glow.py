@@ -23,7 +23,7 @@ import torch
 
 from cinn import cli
 from cinn.bench import benchmark_training
-from cinn.cli import add_train_arguments, run_command, train_config
+from cinn.cli import add_train_arguments, dispatch, run_command, train_config
 from cinn.config import ConfigError, config_to_dict, load_config, save_config
 from cinn.data import load_dataset
 from cinn.engine import (
@@ -247,16 +247,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, overrides = parser().parse_known_args(argv)
-    if args.command not in ("train", "bench") and overrides:
-        parser().error(f"unrecognised arguments: {' '.join(overrides)}")
-    if args.command == "train":
-        train(args, overrides)
-    elif args.command == "bench":
-        bench(args, overrides)
-    else:
-        {"eval": evaluate, "sample": sample, "interpolate": interpolate}[args.command](args)
-    return 0
+    return dispatch(parser(), argv, {"train": train, "bench": bench},
+                    {"eval": evaluate, "sample": sample, "interpolate": interpolate})
 
 
 if __name__ == "__main__":

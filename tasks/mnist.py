@@ -24,7 +24,7 @@ import torch
 
 from cinn import cli
 from cinn.classifier import cached_classifier, class_consistency
-from cinn.cli import add_train_arguments, run_command, train_config
+from cinn.cli import add_train_arguments, dispatch, run_command, train_config
 from cinn.config import ConfigError, config_to_dict, save_config
 from cinn.data import load_dataset
 from cinn.engine import (
@@ -313,14 +313,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, overrides = parser().parse_known_args(argv)
-    if args.command != "train" and overrides:
-        parser().error(f"unrecognised arguments: {' '.join(overrides)}")
-    if args.command == "train":
-        train(args, overrides)
-    else:
-        {"eval": evaluate, "sample": sample, "transfer": transfer, "pca": pca}[args.command](args)
-    return 0
+    return dispatch(parser(), argv, {"train": train},
+                    {"eval": evaluate, "sample": sample, "transfer": transfer, "pca": pca})
 
 
 if __name__ == "__main__":

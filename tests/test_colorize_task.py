@@ -181,3 +181,10 @@ def test_a_checkpoint_of_another_task_is_named(tmp_path, capsys):
     save_checkpoint({"task": "glow", "config": {}}, tmp_path / "glow.pt")
     err = run_and_fail(["colorize", "--checkpoint", str(tmp_path / "glow.pt"), "--input", str(tmp_path)], capsys)
     assert "checkpoint of the 'glow' task, not 'colorize'" in err
+
+
+def test_config_overrides_are_refused_outside_train(trained_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        colorize.main(["eval", "--checkpoint", str(trained_run / "checkpoint.pt"), "--train.lr=1"])
+    assert exit_info.value.code == 2
+    assert "unrecognised arguments: --train.lr=1" in capsys.readouterr().err
