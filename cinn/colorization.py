@@ -152,14 +152,42 @@ def working_size(height: int, width: int, shorter_side: int, multiple: int) -> t
     return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (height, width))
 
 
+STRIP_PIXELS = 1 << 20  # full-resolution work is done in strips of about this many pixels per image
+
+
+def lightness_of(photo: Tensor) -> Tensor:
+    """``L`` of a uint8 RGB photo ``(3, H, W)`` as float32 ``(1, 1, H, W)``, converted in row strips so
+    that a photo of any size needs only a few bytes per pixel beyond the result."""
+    height, width = photo.shape[-2:]
+    rows = max(1, STRIP_PIXELS // width)
+    lightness = torch.empty((1, 1, height, width), dtype=torch.float32, device=photo.device)
+    for top in range(0, height, rows):
+        lightness[:, :, top:top + rows] = rgb_to_lab(photo[None, :, top:top + rows])[:, :1]
+    return lightness
+
+
+def resize_rows(image: Tensor, height: int, top: int, bottom: int) -> Tensor:
+    """Rows ``top:bottom`` of ``image`` ``(B, C, h, W)`` resized to height ``height`` (bilinear,
+    ``align_corners=False``), without making the other rows: equal to
+    ``F.interpolate(image, size=(height, W), mode="bilinear")[..., top:bottom, :]``."""
+    source_height = image.shape[-2]
+    rows = torch.arange(top, bottom, device=image.device, dtype=torch.float32)
+    position = ((rows + 0.5) * (source_height / height) - 0.5).clamp(min=0)
+    below = position.floor().long().clamp(max=source_height - 1)
+    above = (below + 1).clamp(max=source_height - 1)
+    weight = (position - below)[:, None]
+    return image[..., below, :] * (1 - weight) + image[..., above, :] * weight
+
+
 class Colorizer:
     r"""Colourise photos of any size with a trained model.
 
-    A photo ``(3, H, W)`` (uint8 RGB; a grey photo has R = G = B) → Lab; its ``L`` is resized to the
-    model's working scale (:func:`working_size`; shorter side ``shorter_side``, sides multiples of
-    ``multiple``), the model draws ``n_samples`` ab fields at 1/``ab_downsample`` of that size at
-    ``temperature``, each is upsampled (bilinear) to ``H × W`` and joined with the photo's own
-    full-resolution ``L``, then Lab → RGB.
+    A photo ``(3, H, W)`` (uint8 RGB; a grey photo has R = G = B) → its lightness ``L``, which is
+    resized to the model's working scale (:func:`working_size`; shorter side ``shorter_side``, sides
+    multiples of ``multiple``; box filter when shrinking); the model draws ``n_samples`` ab fields
+    at 1/``ab_downsample`` of that size at ``temperature``; each is upsampled (bilinear) to ``H × W``
+    and joined with the photo's own full-resolution ``L``, then Lab → RGB. The full-resolution steps
+    run in strips of rows, so memory beyond the photo and the result stays small for any size.
 
     Example:
         >>> colorizer = Colorizer(model, shorter_side=128, multiple=16, ab_downsample=2)
@@ -179,15 +207,25 @@ class Colorizer:
             raise ValueError(f"expected a uint8 RGB photo (3, H, W), got {image.dtype} {tuple(image.shape)}")
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-        lightness = rgb_to_lab(image[None].to(self.device))[:, :1]
-        size = working_size(*image.shape[-2:], self.shorter_side, self.multiple)
-        small = F.interpolate(lightness, size=size, mode="bilinear", antialias=True, align_corners=False)
+        height, width = image.shape[-2:]
+        lightness = lightness_of(image)
+        size = working_size(height, width, self.shorter_side, self.multiple)
+        shrinking = size[0] <= height and size[1] <= width
+        small = (F.interpolate(lightness, size=size, mode="area") if shrinking else
+                 F.interpolate(lightness, size=size, mode="bilinear", align_corners=False))
         generator = torch.Generator(self.device).manual_seed(seed)
         ab_size = tuple(side // self.ab_downsample for side in size)
-        ab = denormalize_ab(self.model.sample(n_samples, normalize_lightness(small).expand(n_samples, -1, -1, -1),
-                                              temperature, generator, spatial_size=ab_size))
-        ab = F.interpolate(ab, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return lab_to_rgb(torch.cat([lightness.expand(n_samples, -1, -1, -1), ab], dim=1))
+        condition = normalize_lightness(small.to(self.device)).expand(n_samples, -1, -1, -1)
+        ab = denormalize_ab(self.model.sample(n_samples, condition, temperature, generator, spatial_size=ab_size))
+        ab_wide = F.interpolate(ab.cpu(), size=(ab_size[0], width), mode="bilinear", align_corners=False)
+        colourings = torch.empty((n_samples, 3, height, width), dtype=torch.uint8)
+        rows = max(1, STRIP_PIXELS // width)
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            strip_lightness = lightness[:, :, top:bottom].expand(n_samples, -1, -1, -1)
+            strip_ab = resize_rows(ab_wide, height, top, bottom)
+            colourings[:, :, top:bottom] = lab_to_rgb(torch.cat([strip_lightness, strip_ab], dim=1))
+        return colourings
 
 
 def build_colorization_model(architecture: Literal["cinn", "regressor"], crop_size: int, ab_downsample: int = 1,

@@ -8,6 +8,7 @@ import pytest
 import torch
 from invertibility import perturb_
 
+from cinn import colorization
 from cinn.color import (
     AB_SCALE,
     ab_bits_per_dim,
@@ -22,6 +23,8 @@ from cinn.colorization import (
     LabColorization,
     build_colorization_model,
     downsample_ab,
+    lightness_of,
+    resize_rows,
     sample_metrics,
     working_size,
 )
@@ -180,3 +183,22 @@ def test_working_size_keeps_the_scale_and_the_multiples():
     assert working_size(1024, 768, shorter_side=128, multiple=16) == (176, 128)
     assert working_size(5, 3000, shorter_side=64, multiple=16) == (64, 38400)
     assert working_size(10, 10, shorter_side=4, multiple=16) == (16, 16)
+
+
+@pytest.mark.parametrize("height, rows", [(37, (0, 37)), (37, (5, 9)), (5, (0, 5)), (64, (60, 64))])
+def test_resizing_some_rows_equals_resizing_all(height, rows):
+    image = torch.randn(2, 2, 7, 11)
+    full = torch.nn.functional.interpolate(image, size=(height, 11), mode="bilinear", align_corners=False)
+    assert torch.allclose(resize_rows(image, height, *rows), full[..., rows[0]:rows[1], :], atol=1e-6)
+
+
+def test_strips_do_not_change_the_colourings(monkeypatch):
+    torch.manual_seed(0)
+    model = build_colorization_model("cinn", 16, 2, n_levels=2, blocks_per_level=1, hidden_channels=8,
+                                     condition_channels=[4, 8]).eval()
+    colorizer = Colorizer(perturb_(model, scale=0.1), shorter_side=16, multiple=8, ab_downsample=2)
+    photo = photos(1, size=48)[0, :, :45, :]
+    whole = colorizer.colorize(photo, n_samples=2, temperature=0.3)
+    monkeypatch.setattr(colorization, "STRIP_PIXELS", 100)  # two rows per strip
+    assert torch.equal(colorizer.colorize(photo, n_samples=2, temperature=0.3), whole)
+    assert torch.equal(lightness_of(photo), rgb_to_lab(photo[None])[:, :1])
