@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from cinn.check import check_invertibility
 from cinn.config import (
     ConfigError,
     apply_overrides,
@@ -22,6 +23,7 @@ from cinn.config import (
 from cinn.data import DataError
 from cinn.engine.checkpoint import CheckpointError, load_checkpoint
 from cinn.engine.trainer import CHECKPOINT_NAME, NonFiniteTrainingError, trained_weights
+from cinn.models.flow import Condition, Flow
 
 T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
@@ -35,13 +37,21 @@ RESUMABLE_CHANGES = {"run_dir", "train.steps", "train.max_minutes", "train.log_e
                      "train.eval_images", "train.sample_every", "train.checkpoint_every", "train.num_workers"}
 
 
+class InvertibilityError(RuntimeError):
+    """A trained model failed ``check``: it no longer inverts its own output within tolerance."""
+
+
 def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run a task's ``main`` and turn user errors into one line on stderr and exit code 2."""
+    """Run a task's ``main`` and turn user errors into one line on stderr and exit code 2 (a model
+    that fails ``check``: exit code 1)."""
     try:
         sys.exit(main(argv) or 0)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except InvertibilityError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -112,3 +122,17 @@ def load_trained(checkpoint: Path, task: str, config_class: type[T],
     model = build_model(config, state)
     model.load_state_dict(trained_weights(state))
     return config, model.to(device).eval()
+
+
+def check_trained(model: Flow, batches: Iterable[tuple[Tensor, Condition]], checkpoint: Path) -> None:
+    """Print :func:`~cinn.check.check_invertibility` of ``model`` on ``batches`` and raise
+    :class:`InvertibilityError` when its reconstruction error exceeds the tolerance."""
+    report = check_invertibility(model, batches)
+    for line in report.lines():
+        print(line)
+    if not report.passed:
+        raise InvertibilityError(f"{checkpoint} failed the invertibility check: the reconstruction error "
+                                 f"{report.max_error:.3g} exceeds {report.tolerance:g}; the model is numerically "
+                                 "unstable (look at the smallest |s| above, lower the learning rate or clamp "
+                                 "harder, and retrain or go back to an earlier checkpoint)")
+    print(f"check passed: {checkpoint} inverts its own output within {report.tolerance:g}")

@@ -5,6 +5,7 @@
     python -m tasks.colorize colorize --checkpoint runs/colorize/checkpoint.pt --input PHOTO_OR_FOLDER \\
         --samples 8 --temperature 0.8 --out colorized/
     python -m tasks.colorize eval --checkpoint runs/colorize/checkpoint.pt [--data PHOTOS/]
+    python -m tasks.colorize check --checkpoint runs/colorize/checkpoint.pt
 
 The model sees photos at one scale: shorter side ``data.image_size`` pixels; it trains on random
 ``data.crop_size`` crops and colourises whole photos at that scale, upsampling its ab to the photo's
@@ -60,6 +61,7 @@ from cinn.engine import (
     close_process_group,
     evaluate_bits_per_dim,
     init_process_group,
+    prepared_batches,
     resolve_device,
 )
 from cinn.viz import save_grid, save_image_table
@@ -319,15 +321,19 @@ def colorize(args: argparse.Namespace) -> None:
               f"{seconds:.2f} s; contact sheet (grey input first) {sheet}")
 
 
+def held_out_photos(config: ColorizeConfig, folder: str | None) -> tuple[Dataset, str]:
+    """The photos to evaluate on (all of ``folder``, or the run's validation photos) and their description."""
+    if folder is not None:
+        photos = ImageFolderDataset(folder, config.data.image_size, channels=3)
+        return photos, f"all {len(photos)} photos in {folder}"
+    _, photos = load_photos(config)
+    return photos, f"the run's {len(photos)} held-out photo(s)"
+
+
 def evaluate(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     config, model = load_trained(args.checkpoint, device)
-    if args.data is not None:
-        photos: Dataset = ImageFolderDataset(args.data, config.data.image_size, channels=3)
-        where = f"all {len(photos)} photos in {args.data}"
-    else:
-        _, photos = load_photos(config)
-        where = f"the run's {len(photos)} held-out photo(s)"
+    photos, where = held_out_photos(config, args.data)
     size = config.data.image_size
     mean, standard_error, count = evaluate_bits_per_dim(model, photos, eval_objective(config), batch_size=8,
                                                         seed=args.seed, device=device)
@@ -340,6 +346,18 @@ def evaluate(args: argparse.Namespace) -> None:
     print(f"  best-of-{samples} RMSE of ab at T={temperature}: {rmse_summary(metrics.best_rmse)} Lab units "
           f"(predicting ab = 0: {rmse_summary(metrics.grey_rmse)})")
     print(f"  sample diversity: {rmse_summary(metrics.diversity)} Lab units (per-pixel std of ab across samples)")
+
+
+def check(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    config, model = load_trained(args.checkpoint, device)
+    if config.model.architecture != "cinn":
+        raise ConfigError(f"{args.checkpoint} holds the {config.model.architecture} baseline, which is not "
+                          "invertible; check applies to cINN checkpoints")
+    photos, where = held_out_photos(config, args.data)
+    print(f"{where}:")
+    cli.check_trained(model, prepared_batches(photos, eval_objective(config), batch_size=8, seed=args.seed,
+                                              device=device, description="check"), args.checkpoint)
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -356,8 +374,10 @@ def parser() -> argparse.ArgumentParser:
     colorize_parser.add_argument("--temperature", type=float, default=0.8)
     colorize_parser.add_argument("--out", type=Path, default=Path("colorized"))
     eval_parser = commands.add_parser("eval", help="held-out NLL, best-of-N RMSE and diversity")
-    eval_parser.add_argument("--data", help="a folder of held-out photos (default: the run's validation photos)")
-    for command in (colorize_parser, eval_parser):
+    check_parser = commands.add_parser("check", help="is the trained cINN still invertible on held-out photos?")
+    for command in (eval_parser, check_parser):
+        command.add_argument("--data", help="a folder of held-out photos (default: the run's validation photos)")
+    for command in (colorize_parser, eval_parser, check_parser):
         command.add_argument("--checkpoint", type=Path, required=True)
         command.add_argument("--device", default="auto")
         command.add_argument("--seed", type=int, default=0)
@@ -365,7 +385,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch(parser(), argv, {"train": train}, {"colorize": colorize, "eval": evaluate})
+    return dispatch(parser(), argv, {"train": train}, {"colorize": colorize, "eval": evaluate, "check": check})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m tasks.glow train --config configs/glow/fashion_mnist.yaml
     python -m tasks.glow eval --checkpoint runs/glow_fashion_mnist/checkpoint.pt
+    python -m tasks.glow check --checkpoint runs/glow_fashion_mnist/checkpoint.pt
     python -m tasks.glow sample --checkpoint runs/glow_fashion_mnist/checkpoint.pt
     python -m tasks.glow interpolate --checkpoint runs/glow_fashion_mnist/checkpoint.pt
     python -m tasks.glow bench --config configs/glow/fashion_mnist.yaml
@@ -33,6 +34,7 @@ from cinn.engine import (
     close_process_group,
     evaluate_bits_per_dim,
     init_process_group,
+    prepared_batches,
     resolve_device,
 )
 from cinn.latent import interpolate_latents
@@ -162,6 +164,16 @@ def evaluate(args: argparse.Namespace) -> None:
           f"{config.data.dataset}, {config.data.n_bits}-bit, uniform dequantisation)")
 
 
+def check(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    config, model = load_trained(args.checkpoint, device)
+    test_set = load_split(config, train=False, root=args.data_root)
+    objective = DequantizedImages(config.data.n_bits, class_conditional=config.model.class_conditional)
+    cli.check_trained(model, prepared_batches(test_set, objective, batch_size=args.batch_size, seed=args.seed,
+                                              device=device, limit=args.limit, description="check"),
+                      args.checkpoint)
+
+
 def sample(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     _, model = load_trained(args.checkpoint, device)
@@ -217,17 +229,19 @@ def parser() -> argparse.ArgumentParser:
     add_train_arguments(train_parser)
 
     for name, help_text in (("eval", "test-split bits/dim with its standard error"),
+                            ("check", "is the trained model still invertible on test images?"),
                             ("sample", "sample grids at several temperatures"),
                             ("interpolate", "latent interpolations between encoded test images")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--checkpoint", type=Path, required=True)
         command.add_argument("--device", default="auto")
         command.add_argument("--seed", type=int, default=0)
-        if name in ("eval", "interpolate"):
+        if name in ("eval", "check", "interpolate"):
             command.add_argument("--data-root", help="where the data lives, if not where it was for training")
-        if name == "eval":
+        if name in ("eval", "check"):
             command.add_argument("--batch-size", type=int, default=256)
-            command.add_argument("--limit", type=int, help="evaluate only the first N test images")
+            command.add_argument("--limit", type=int, default=None if name == "eval" else 1000,
+                                 help="use only the first N test images")
         if name == "sample":
             command.add_argument("--n", type=int, default=64)
             command.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 0.8, 1.0])
@@ -248,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return dispatch(parser(), argv, {"train": train, "bench": bench},
-                    {"eval": evaluate, "sample": sample, "interpolate": interpolate})
+                    {"eval": evaluate, "check": check, "sample": sample, "interpolate": interpolate})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m tasks.mnist train --config configs/mnist/fc.yaml
     python -m tasks.mnist eval --checkpoint runs/mnist_fc/checkpoint.pt
+    python -m tasks.mnist check --checkpoint runs/mnist_fc/checkpoint.pt
     python -m tasks.mnist sample --checkpoint runs/mnist_fc/checkpoint.pt --temperature 0.8
     python -m tasks.mnist transfer --checkpoint runs/mnist_fc/checkpoint.pt
     python -m tasks.mnist pca --checkpoint runs/mnist_fc/checkpoint.pt --label 7
@@ -36,6 +37,7 @@ from cinn.engine import (
     close_process_group,
     evaluate_bits_per_dim,
     init_process_group,
+    prepared_batches,
     resolve_device,
 )
 from cinn.latent import LatentPCA, flatten_latents, transfer_style, unflatten_latents
@@ -221,6 +223,15 @@ def evaluate(args: argparse.Namespace) -> None:
     print("  per class: " + ", ".join(f"{label}: {value:.0%}" for label, value in enumerate(per_class.tolist())))
 
 
+def check(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    config, model = load_trained(args.checkpoint, device)
+    test_set = load_split(config, train=False, root=args.data_root)
+    batches = prepared_batches(test_set, eval_objective(config), batch_size=args.batch_size, seed=args.seed,
+                               device=device, limit=args.limit, description="check")
+    cli.check_trained(model, batches, args.checkpoint)
+
+
 def sample(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     _, model = load_trained(args.checkpoint, device)
@@ -284,6 +295,7 @@ def parser() -> argparse.ArgumentParser:
     add_train_arguments(commands.add_parser("train", help="train a class-conditional INN "
                                                           "(config overrides: --section.key=value)"))
     help_texts = {"eval": "test bits/dim and class consistency of samples",
+                  "check": "is the trained model still invertible on test images?",
                   "sample": "a grid with one row of samples per class",
                   "transfer": "style transfer: test digits re-decoded under every label",
                   "pca": "images along the principal axes of held-out latents"}
@@ -294,9 +306,11 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--seed", type=int, default=0)
         if name != "sample":
             command.add_argument("--data-root", help="where the data lives, if not where it was for training")
-        if name != "eval":
+        if name not in ("eval", "check"):
             command.add_argument("--out", type=Path, help="output file or folder (default: in the run directory)")
     commands.choices["eval"].add_argument("--batch-size", type=int, default=256)
+    commands.choices["check"].add_argument("--batch-size", type=int, default=256)
+    commands.choices["check"].add_argument("--limit", type=int, default=1000, help="use the first N test images")
     commands.choices["eval"].add_argument("--limit", type=int, help="evaluate only the first N test images")
     commands.choices["eval"].add_argument("--classifier", type=Path,
                                           help="cached classifier file (default: classifier.pt in the run)")
@@ -314,7 +328,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return dispatch(parser(), argv, {"train": train},
-                    {"eval": evaluate, "sample": sample, "transfer": transfer, "pca": pca})
+                    {"eval": evaluate, "check": check, "sample": sample, "transfer": transfer, "pca": pca})
 
 
 if __name__ == "__main__":

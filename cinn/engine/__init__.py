@@ -2,7 +2,7 @@
 
 from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cinn.engine.distributed import ProcessGroup, close_process_group, init_process_group, resolve_device
-from cinn.engine.evaluate import evaluate_bits_per_dim
+from cinn.engine.evaluate import evaluate_bits_per_dim, prepared_batches
 from cinn.engine.objective import DequantizedImages, GaussianNoiseImages, Objective
 from cinn.engine.trainer import NonFiniteTrainingError, TrainConfig, Trainer, trained_weights
 
@@ -19,6 +19,7 @@ __all__ = [
     "evaluate_bits_per_dim",
     "init_process_group",
     "load_checkpoint",
+    "prepared_batches",
     "resolve_device",
     "save_checkpoint",
     "trained_weights",

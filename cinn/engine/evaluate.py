@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cinn.data import collate_images
 from cinn.engine.objective import Objective
 from cinn.engine.schedule import step_seed
-from cinn.models.flow import Flow
+from cinn.models.flow import Condition, Flow
+
+
+def prepared_batches(dataset: Dataset, objective: Objective, *, batch_size: int = 256, seed: int = 0,
+                     device: torch.device | str = "cpu", limit: int | None = None, progress: bool = True,
+                     description: str = "eval") -> Iterator[tuple[Tensor, Condition]]:
+    """Model inputs ``(x, c)`` for the first ``limit`` items of ``dataset`` in order, batch by batch.
+
+    The objective's noise is drawn from generators seeded with ``seed`` and the batch index, so the
+    same call gives the same batches.
+    """
+    device = torch.device(device)
+    indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, collate_fn=collate_images)
+    for index, (images, labels) in enumerate(tqdm(loader, desc=description, disable=not progress, leave=False)):
+        generator = torch.Generator(device).manual_seed(step_seed(seed, index, stream=2))
+        yield objective.prepare(images.to(device), labels.to(device), generator)
 
 
 @torch.no_grad()
@@ -24,13 +42,9 @@ def evaluate_bits_per_dim(model: Flow, dataset: Dataset, objective: Objective, *
     from generators seeded with ``seed`` and the batch index, so the number is reproducible.
     """
     model.eval()
-    device = torch.device(device)
-    indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, collate_fn=collate_images)
     values = []
-    for index, (images, labels) in enumerate(tqdm(loader, desc="eval", disable=not progress, leave=False)):
-        generator = torch.Generator(device).manual_seed(step_seed(seed, index, stream=2))
-        x, c = objective.prepare(images.to(device), labels.to(device), generator)
+    for x, c in prepared_batches(dataset, objective, batch_size=batch_size, seed=seed, device=device,
+                                 limit=limit, progress=progress):
         values.append(objective.bits_per_dim(model.log_prob(x, c).float(), x).double().cpu())
     per_image = torch.cat(values)
     mean = per_image.mean().item()
