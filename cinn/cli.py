@@ -19,6 +19,7 @@ from cinn.config import (
     config_from_dict,
     config_to_dict,
     load_config,
+    save_config,
 )
 from cinn.data import DataError
 from cinn.engine.checkpoint import CheckpointError, load_checkpoint
@@ -105,6 +106,20 @@ def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str
         raise ConfigError(f"cannot resume {checkpoint}: the config differs from the checkpoint's in "
                           f"{', '.join(changed)}; undo those changes or pass --force")
     return config
+
+
+def start_run_dir(config: Any, is_main: bool = True) -> Path:
+    """Create the run directory ``config.run_dir`` and write the resolved ``config.yaml`` into it (on the
+    main process); a folder that cannot be created or written is a one-line :class:`ConfigError`."""
+    run_dir = Path(config.run_dir)
+    if is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, run_dir / "config.yaml")
+        except OSError as error:
+            raise ConfigError(f"run directory {run_dir} cannot be written ({error.strerror or error}); choose "
+                              "another --run_dir") from None
+    return run_dir
 
 
 def check_task(state: dict[str, Any], task: str, path: Path) -> None:

@@ -340,7 +340,9 @@ class ImageFolderDataset(Dataset):
     relative path. Each item is opened with PIL, turned upright from its EXIF orientation, converted to
     8-bit RGB (``channels`` 3) or grey (1) from any mode (16-bit images are scaled, not clipped; alpha
     is dropped), resized so its shorter side is ``image_size`` (bicubic, antialiased), then
-    centre-cropped, or cropped at a position drawn from torch's RNG when ``random_crop``.
+    centre-cropped, or cropped at a position drawn from torch's RNG when ``random_crop``. An image whose
+    shorter side is below ``min_size`` is a :class:`DataError` that names the config ``setting`` to lower
+    (rather than an input upscaled beyond recognition).
 
     Shapes: ``dataset[i]`` is ``(uint8 (channels, image_size, image_size), int64 0)``; ``num_classes``
     is 0; ``paths`` lists the files.
@@ -353,7 +355,8 @@ class ImageFolderDataset(Dataset):
 
     num_classes = 0
 
-    def __init__(self, path: Path | str, image_size: int, channels: int = 3, random_crop: bool = False):
+    def __init__(self, path: Path | str, image_size: int, channels: int = 3, random_crop: bool = False,
+                 min_size: int = 1, setting: str = "image_size"):
         root = Path(path).expanduser()
         if channels not in (1, 3):
             raise DataError(f"an image folder gives 1 (grey) or 3 (RGB) channels, not {channels}; set channels")
@@ -372,12 +375,16 @@ class ImageFolderDataset(Dataset):
         self.image_size = image_size
         self.channels = channels
         self.random_crop = random_crop
+        self.min_size, self.setting = min_size, setting
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image = open_image(self.paths[index], self.channels)
+        if min(image.size) < self.min_size:
+            raise DataError(f"image {self.paths[index]} is {image.width}x{image.height} pixels, smaller than the "
+                            f"model's {self.min_size}x{self.min_size} input; remove it or lower {self.setting}")
         size = self.image_size
         if self.random_crop:
             image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
@@ -411,7 +418,7 @@ def load_dataset(name_or_path: str, root: str | Path | None, train: bool, image_
                         "existing folder of images; fix the dataset setting")
     if image_size is None:
         raise DataError(f"the image folder {name_or_path} needs an image_size to resize its images to; set it")
-    return ImageFolderDataset(name_or_path, image_size, channels)
+    return ImageFolderDataset(name_or_path, image_size, channels, min_size=image_size, setting="data.image_size")
 
 
 def split_dataset(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:

@@ -42,7 +42,7 @@ from cinn.colorization import (
     sample_metrics,
     size_multiple,
 )
-from cinn.config import ConfigError, config_to_dict, save_config
+from cinn.config import ConfigError, config_to_dict
 from cinn.data import (
     IMAGE_EXTENSIONS,
     SKIMAGE_PHOTOS,
@@ -220,7 +220,8 @@ def load_photos(config: ColorizeConfig) -> tuple[Dataset, Dataset]:
 
 def load_folder(config: ColorizeConfig) -> tuple[Dataset, Dataset]:
     data = config.data
-    folder = ImageFolderDataset(data.path, data.image_size, channels=3)
+    folder = ImageFolderDataset(data.path, data.image_size, channels=3, min_size=data.crop_size,
+                                setting="data.crop_size")
     photos: Dataset = folder
     if data.cache:
         photos = cache_in_memory(folder)
@@ -260,10 +261,7 @@ def train(args: argparse.Namespace, overrides: Sequence[str]) -> None:
     try:
         train_set, val_set = load_photos(config)
         model = build_model(config)
-        run_dir = Path(config.run_dir)
-        if group.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, run_dir / "config.yaml")
+        run_dir = cli.start_run_dir(config, group.is_main)
         def sample_fn(trained) -> torch.Tensor:
             colorizer = Colorizer(trained, config.data.image_size, config.size_multiple, config.data.ab_downsample,
                                   group.device)
@@ -324,7 +322,8 @@ def colorize(args: argparse.Namespace) -> None:
 def held_out_photos(config: ColorizeConfig, folder: str | None) -> tuple[Dataset, str]:
     """The photos to evaluate on (all of ``folder``, or the run's validation photos) and their description."""
     if folder is not None:
-        photos = ImageFolderDataset(folder, config.data.image_size, channels=3)
+        photos = ImageFolderDataset(folder, config.data.image_size, channels=3, min_size=config.data.crop_size,
+                                    setting="data.crop_size")
         return photos, f"all {len(photos)} photos in {folder}"
     _, photos = load_photos(config)
     return photos, f"the run's {len(photos)} held-out photo(s)"

@@ -25,7 +25,7 @@ import torch
 from cinn import cli
 from cinn.bench import benchmark_training
 from cinn.cli import add_train_arguments, dispatch, run_command, train_config
-from cinn.config import ConfigError, config_to_dict, load_config, save_config
+from cinn.config import ConfigError, config_to_dict, load_config
 from cinn.data import load_dataset
 from cinn.engine import (
     DequantizedImages,
@@ -131,10 +131,7 @@ def train(args: argparse.Namespace, overrides: Sequence[str]) -> None:
         num_classes = getattr(train_set, "num_classes", 0)
         model = build_model(config, tuple(image.shape), num_classes)
         objective = DequantizedImages(config.data.n_bits, class_conditional=config.model.class_conditional)
-        run_dir = Path(config.run_dir)
-        if group.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, run_dir / "config.yaml")
+        run_dir = cli.start_run_dir(config, group.is_main)
 
         def sample_fn(flow: Flow) -> torch.Tensor:
             generator = torch.Generator(group.device).manual_seed(config.train.seed)

@@ -26,7 +26,7 @@ import torch
 from cinn import cli
 from cinn.classifier import cached_classifier, class_consistency
 from cinn.cli import add_train_arguments, dispatch, run_command, train_config
-from cinn.config import ConfigError, config_to_dict, save_config
+from cinn.config import ConfigError, config_to_dict
 from cinn.data import load_dataset
 from cinn.engine import (
     DequantizedImages,
@@ -183,10 +183,7 @@ def train(args: argparse.Namespace, overrides: Sequence[str]) -> None:
         test_set = load_split(config, train=False)
         image, _ = train_set[0]
         model = build_model(config, tuple(image.shape))
-        run_dir = Path(config.run_dir)
-        if group.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, run_dir / "config.yaml")
+        run_dir = cli.start_run_dir(config, group.is_main)
 
         def sample_fn(flow: Flow) -> torch.Tensor:
             generator = torch.Generator(group.device).manual_seed(config.train.seed)
