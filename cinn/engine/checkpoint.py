@@ -44,7 +44,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} does not exist; pass the checkpoint.pt of a run directory")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as error:
+    except pickle.UnpicklingError as error:
+        if "unsupported global" not in str(error).lower():
+            raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a cinn checkpoint "
+                                  f"(UnpicklingError: {str(error)[:200]})") from None
+        raise CheckpointError(f"{path} holds Python objects beyond tensors and plain data, whose unpickling "
+                              "could run code, so it was not loaded; cinn checkpoints never do, so this file is "
+                              "not one (or was tampered with)") from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as error:
         reason = (str(error).strip().splitlines() or ["no details"])[0][:200]
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a cinn checkpoint "
                               f"({type(error).__name__}: {reason})") from None

@@ -1,0 +1,265 @@
+"""Everything a user can get wrong gives one clear line on stderr and a non-zero exit code — driven through
+each task's real command line (``run_command(main, argv)``, what ``python -m tasks.X`` runs).
+
+The cases below are also the troubleshooting table of the README; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mnist_fixture import write_mnist_fixture
+from PIL import Image
+
+from cinn.cli import run_command
+from tasks import colorize, glow, mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+COLORIZE_TINY = str(ROOT / "configs/colorize/tiny.yaml")
+GLOW_TINY = str(ROOT / "configs/glow/tiny.yaml")
+MNIST_TINY = str(ROOT / "configs/mnist/tiny.yaml")
+
+
+def colour_photo(width: int = 48, height: int = 40, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (3, 3, 3), dtype=np.uint8))
+    return coarse.resize((width, height), Image.BILINEAR)
+
+
+def photo_folder(path: Path, count: int = 4, **kwargs) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        colour_photo(seed=index, **kwargs).save(path / f"photo_{index}.jpg")
+    return path
+
+
+def truncated(path: Path, image_format: str) -> Path:
+    """A photo folder whose last file is cut to half its bytes."""
+    photo_folder(path, 3)
+    buffer = path / f"cut.{image_format}"
+    colour_photo(seed=9).save(buffer)
+    buffer.write_bytes(buffer.read_bytes()[: buffer.stat().st_size // 2])
+    return path
+
+
+@dataclass
+class Fixtures:
+    tmp: Path
+    mnist_root: Path
+    colorize_checkpoint: Path
+    glow_checkpoint: Path
+
+
+@dataclass
+class Case:
+    """``args(fixtures)`` → the argv of ``main``; the run must exit with ``code`` and print ``message``."""
+
+    name: str
+    main: Callable
+    args: Callable[[Fixtures], list[str]]
+    message: str
+    code: int = 2
+
+
+def mnist_with(tmp: Path, damage: Callable[[Path], None]) -> Path:
+    root = write_mnist_fixture(tmp / "broken_mnist", n_train=64, n_test=16)
+    damage(root / "MNIST" / "raw")
+    return root
+
+
+def wrong_magic(raw: Path) -> None:
+    data = bytearray((raw / "train-images-idx3-ubyte").read_bytes())
+    data[2:4] = b"\x08\x01"  # claims to be a 1-D label file
+    (raw / "train-images-idx3-ubyte").write_bytes(bytes(data))
+
+
+def cut_images(raw: Path) -> None:
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def label_eleven(raw: Path) -> None:
+    data = bytearray((raw / "train-labels-idx1-ubyte").read_bytes())
+    data[-1] = 11
+    (raw / "train-labels-idx1-ubyte").write_bytes(bytes(data))
+
+
+def crafted_pickle(tmp: Path) -> Path:
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (tmp / "code_ran",))
+
+    torch.save({"format": "cinn-checkpoint-1", "payload": Exploit()}, tmp / "crafted.pt")
+    return tmp / "crafted.pt"
+
+
+def colorize_train(*args: str) -> Callable[[Fixtures], list[str]]:
+    return lambda f: ["train", "--config", COLORIZE_TINY, "--run_dir", str(f.tmp / "run"), *args]
+
+
+def mnist_train(root: Callable[[Path], Path] | None = None, *args: str) -> Callable[[Fixtures], list[str]]:
+    def argv(f: Fixtures) -> list[str]:
+        data_root = [] if root is None else ["--data.root", str(root(f.tmp))]
+        return ["train", "--config", MNIST_TINY, "--run_dir", str(f.tmp / "run"), *data_root, *args]
+    return argv
+
+
+def glow_train(*args: str) -> Callable[[Fixtures], list[str]]:
+    return lambda f: ["train", "--config", GLOW_TINY, "--data.dataset", "mnist", "--data.root", str(f.mnist_root),
+                      "--run_dir", str(f.tmp / "run"), *args]
+
+
+def colorize_on(folder: Callable[[Path], Path]) -> Callable[[Fixtures], list[str]]:
+    return lambda f: ["train", "--config", COLORIZE_TINY, "--run_dir", str(f.tmp / "run"),
+                      "--data", str(folder(f.tmp))]
+
+
+def empty(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def text_only(path: Path) -> Path:
+    path.mkdir()
+    (path / "notes.txt").write_text("no photos here")
+    return path
+
+
+def text_named_png(path: Path) -> Path:
+    photo_folder(path, 3)
+    (path / "fake.png").write_text("this is not a PNG")
+    return path
+
+
+def greyscale(path: Path) -> Path:
+    path.mkdir()
+    for index in range(4):
+        colour_photo(seed=index).convert("L").save(path / f"grey_{index}.png")
+    return path
+
+
+def too_small(path: Path) -> Path:
+    photo_folder(path, 3)
+    colour_photo(width=12, height=9).save(path / "thumbnail.png")
+    return path
+
+
+def eval_checkpoint(checkpoint: Callable[[Fixtures], Path]) -> Callable[[Fixtures], list[str]]:
+    return lambda f: ["eval", "--checkpoint", str(checkpoint(f))]
+
+
+def bad_yaml(tmp: Path) -> Path:
+    (tmp / "bad.yaml").write_text("model: [unclosed")
+    return tmp / "bad.yaml"
+
+
+def truncated_checkpoint(f: Fixtures) -> Path:
+    path = f.tmp / "truncated.pt"
+    path.write_bytes(f.colorize_checkpoint.read_bytes()[:5000])
+    return path
+
+
+CASES = [
+    # data
+    Case("missing photo folder", colorize.main, lambda f: colorize_train("--data", str(f.tmp / "nowhere"))(f),
+         "does not exist; check the path"),
+    Case("empty photo folder", colorize.main, colorize_on(lambda t: empty(t / "empty")), "contains no images"),
+    Case("folder without images", colorize.main, colorize_on(lambda t: text_only(t / "texts")),
+         "contains no images"),
+    Case("truncated JPEG", colorize.main, colorize_on(lambda t: truncated(t / "jpeg", "jpg")),
+         "cannot read image"),
+    Case("truncated PNG", colorize.main, colorize_on(lambda t: truncated(t / "png", "png")),
+         "cannot read image"),
+    Case("text file named .png", colorize.main, colorize_on(lambda t: text_named_png(t / "fake")),
+         "cannot read image"),
+    Case("greyscale photos for colourisation training", colorize.main, colorize_on(lambda t: greyscale(t / "g")),
+         "training photos are greyscale"),
+    Case("photo smaller than the model's input", colorize.main, colorize_on(lambda t: too_small(t / "small")),
+         "smaller than the model's 16x16 input"),
+    Case("photo to colourise does not exist", colorize.main,
+         lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", str(f.tmp / "no.jpg")],
+         "does not exist; pass a photo or a folder"),
+    Case("photo to colourise is corrupt", colorize.main,
+         lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input",
+                    str(truncated(f.tmp / "cut", "jpg") / "cut.jpg")], "cannot read image"),
+    Case("folder to colourise has no photos", colorize.main,
+         lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", str(empty(f.tmp / "e"))],
+         "contains no photos"),
+    Case("MNIST file with a wrong magic number", mnist.main, mnist_train(lambda t: mnist_with(t, wrong_magic)),
+         "magic number"),
+    Case("truncated MNIST file", mnist.main, mnist_train(lambda t: mnist_with(t, cut_images)),
+         "the file is truncated or corrupt"),
+    Case("MNIST labels out of range", mnist.main, mnist_train(lambda t: mnist_with(t, label_eleven)),
+         "must lie in 0..9 but reach 11"),
+    Case("MNIST files missing", mnist.main, mnist_train(lambda t: empty(t / "no_mnist")), "were not found"),
+    Case("dataset neither a name nor a folder", glow.main,
+         lambda f: [*glow_train()(f), "--data.dataset", str(f.tmp / "nowhere")], "is neither a dataset name"),
+    # configs
+    Case("unknown config key", colorize.main, colorize_train("--model.depth=3"), "unknown key 'model.depth'"),
+    Case("wrong config type", colorize.main, colorize_train("--train.batch_size=four"),
+         "train.batch_size must be an int"),
+    Case("image size not divisible by 2^levels", glow.main, glow_train("--model.n_levels=3"),
+         "must be divisible by 2^n_levels"),
+    Case("crop not a multiple of the model's scales", colorize.main, colorize_train("--data.crop_size=12"),
+         "must be a multiple of 2^model.n_levels"),
+    Case("zero batch size", colorize.main, colorize_train("--train.batch_size=0"),
+         "train.batch_size must be positive"),
+    Case("negative learning rate", mnist.main, mnist_train(None, "--train.lr=-0.001"),
+         "train.lr must be positive"),
+    Case("output directory not writable", colorize.main,  # a folder inside a file: cannot be created, even by root
+         lambda f: colorize_train("--run_dir", str(f.colorize_checkpoint / "run"))(f), "cannot be written"),
+    Case("config file missing", colorize.main, lambda f: ["train", "--config", str(f.tmp / "none.yaml")],
+         "does not exist; check the path given to --config"),
+    Case("config file not YAML", colorize.main, lambda f: ["train", "--config", str(bad_yaml(f.tmp))],
+         "is not valid YAML"),
+    # checkpoints
+    Case("checkpoint missing", colorize.main, eval_checkpoint(lambda f: f.tmp / "none.pt"),
+         "does not exist; pass the checkpoint.pt of a run directory"),
+    Case("checkpoint truncated", colorize.main, eval_checkpoint(truncated_checkpoint),
+         "is corrupt, truncated or not a cinn checkpoint"),
+    Case("checkpoint of another task", colorize.main, eval_checkpoint(lambda f: f.glow_checkpoint),
+         "checkpoint of the 'glow' task"),
+    Case("checkpoint crafted to run code", glow.main, eval_checkpoint(lambda f: crafted_pickle(f.tmp)),
+         "could run code, so it was not loaded"),
+    Case("resume with a changed config", glow.main,
+         lambda f: ["train", "--resume", "--run_dir", str(f.glow_checkpoint.parent), "--train.lr=0.5"],
+         "differs from the checkpoint's in train.lr; undo those changes or pass --force"),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(MNIST-format data root, tiny colourisation checkpoint, tiny Glow checkpoint)."""
+    mnist_root = write_mnist_fixture(tmp_path_factory.mktemp("mnist"), n_train=96, n_test=32)
+    colorize_run, glow_run = tmp_path_factory.mktemp("colorize"), tmp_path_factory.mktemp("glow")
+    assert colorize.main(["train", "--config", COLORIZE_TINY, "--run_dir", str(colorize_run)]) == 0
+    assert glow.main(["train", "--config", GLOW_TINY, "--data.dataset", "mnist", "--data.root", str(mnist_root),
+                      "--run_dir", str(glow_run)]) == 0
+    return mnist_root, colorize_run / "checkpoint.pt", glow_run / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_bad_input_gives_one_clear_line_and_an_exit_code(case, trained, tmp_path, capsys):
+    fixtures = Fixtures(tmp_path, *trained)
+    args = case.args(fixtures)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(case.main, args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == case.code
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert case.message in err
+    assert not (tmp_path / "code_ran").exists()
+
+
+def test_every_case_is_in_the_readme_troubleshooting_table():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Troubleshooting"):]
+    for case in CASES:
+        assert re.search(rf"\| {re.escape(case.name)} \|.*{re.escape(case.message)}", table), case.name
