@@ -7,6 +7,10 @@ The cases below are also the troubleshooting table of the README; a test keeps t
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ from mnist_fixture import write_mnist_fixture
 from PIL import Image
 
 from cinn.cli import run_command
+from cinn.engine import load_checkpoint
 from tasks import colorize, glow, mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -263,3 +268,74 @@ def test_every_case_is_in_the_readme_troubleshooting_table():
     table = readme[readme.index("## Troubleshooting"):]
     for case in CASES:
         assert re.search(rf"\| {re.escape(case.name)} \|.*{re.escape(case.message)}", table), case.name
+
+
+# ------------------------------------------------------------------------------------------ during training
+def disk_full_on_calls(monkeypatch, failing: set[int]) -> None:
+    """torch.save fails with ENOSPC (after writing a few bytes) on the given calls, counted from 1."""
+    real_save, calls = torch.save, []
+
+    def save(obj, file, *args, **kwargs):
+        calls.append(1)
+        if len(calls) in failing:
+            file.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_disk_full_at_a_periodic_checkpoint_warns_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    disk_full_on_calls(monkeypatch, {1})  # the step-2 checkpoint; step 4 (the last) succeeds
+    assert colorize.main(["train", "--config", COLORIZE_TINY, "--run_dir", str(tmp_path)]) == 0
+    assert "could not write" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
+    assert sorted(p.name for p in tmp_path.glob("*.pt*")) == ["checkpoint.pt"]  # no temporary left behind
+
+
+def test_disk_full_at_the_last_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
+    disk_full_on_calls(monkeypatch, {2})
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(colorize.main, ["train", "--config", COLORIZE_TINY, "--run_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "No space left on device" in err and "free space, then train --resume" in err
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+
+
+def test_nan_batches_are_skipped_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    from cinn.colorization import LabColorization
+
+    real_prepare, calls = LabColorization.prepare, []
+
+    def poisoned(self, images, labels, generator):
+        x, c = real_prepare(self, images, labels, generator)
+        calls.append(1)
+        if len(calls) == 3:  # call 1 is the ActNorm init batch: this is training step 2
+            x = x.clone()
+            x[0, 0, 0, 0] = float("nan")
+        return x, c
+
+    monkeypatch.setattr(LabColorization, "prepare", poisoned)
+    assert colorize.main(["train", "--config", COLORIZE_TINY, "--run_dir", str(tmp_path)]) == 0
+    assert "step 1: non-finite loss or gradient, step skipped" in capsys.readouterr().out
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values()
+                                      if v.is_floating_point())
+
+
+def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tasks.colorize", "train", "--config", COLORIZE_TINY, "--run_dir", str(run_dir),
+         "--train.steps=100000", "--train.checkpoint_every=100000", "--train.eval_every=0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 3):
+        time.sleep(0.2)  # wait for a few logged steps
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    stopped = int(re.search(r"interrupted at step (\d+); checkpoint written", out + err).group(1))
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == stopped > 0

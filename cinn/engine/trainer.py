@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from cinn.config import ConfigError
 from cinn.data import collate_images
-from cinn.engine.checkpoint import load_checkpoint, save_checkpoint
+from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cinn.engine.distributed import ProcessGroup
 from cinn.engine.objective import Objective
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor, step_seed
@@ -167,9 +167,20 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
-    def save(self) -> None:
-        if self.group.is_main:
+    def save(self, final: bool = False) -> None:
+        """Write the checkpoint (main process). A failed write (a full disk, say) leaves the previous
+        checkpoint intact; training goes on and tries again at the next checkpoint, unless this was the
+        ``final`` one, which is a :class:`CheckpointError`."""
+        if not self.group.is_main:
+            return
+        try:
             save_checkpoint(self.state(), self.checkpoint_path)
+        except OSError as error:
+            message = (f"could not write {self.checkpoint_path} at step {self.step} ({error.strerror or error}); "
+                       "the previous checkpoint is intact")
+            if final:
+                raise CheckpointError(f"{message}; free space, then train --resume from it") from None
+            tqdm.write(f"warning: {message}; training goes on and tries again at the next checkpoint")
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -319,8 +330,9 @@ class Trainer:
                 if self.sample_fn is not None and config.sample_every and self.step % config.sample_every == 0:
                     self._save_samples()
                 stop = self._stop_requested or self._out_of_time()
-                if self.step % config.checkpoint_every == 0 or stop or self.step == config.steps:
-                    self.save()
+                last_step = stop or self.step == config.steps
+                if self.step % config.checkpoint_every == 0 or last_step:
+                    self.save(final=last_step)
                     writer.flush()
                 if stop:
                     reason = "interrupted" if self._stop_requested else "time budget reached"
