@@ -179,6 +179,26 @@ def resize_rows(image: Tensor, height: int, top: int, bottom: int) -> Tensor:
     return image[..., below, :] * (1 - weight) + image[..., above, :] * weight
 
 
+def join_lightness(lightness: Tensor, ab: Tensor) -> Tensor:
+    """RGB images from a full-resolution ``L`` ``(1, 1, H, W)`` and low-resolution ab fields ``(n, 2, h, w)``
+    (Lab units), upsampled bilinearly to ``H × W``: uint8 ``(n, 3, H, W)``, built in row strips."""
+    n, (height, width) = len(ab), lightness.shape[-2:]
+    ab_wide = F.interpolate(ab.float().cpu(), size=(ab.shape[-2], width), mode="bilinear", align_corners=False)
+    images = torch.empty((n, 3, height, width), dtype=torch.uint8)
+    rows = max(1, STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        strip_lightness = lightness[:, :, top:bottom].cpu().expand(n, -1, -1, -1)
+        strip_ab = resize_rows(ab_wide, height, top, bottom)
+        images[:, :, top:bottom] = lab_to_rgb(torch.cat([strip_lightness, strip_ab], dim=1))
+    return images
+
+
+def grey_version(photo: Tensor) -> Tensor:
+    """A uint8 RGB photo ``(3, H, W)`` reduced to its lightness: ``L`` kept, ``ab = 0`` (what the model sees)."""
+    return join_lightness(lightness_of(photo), torch.zeros(1, 2, 1, 1))[0]
+
+
 class Colorizer:
     r"""Colourise photos of any size with a trained model.
 
@@ -217,15 +237,7 @@ class Colorizer:
         ab_size = tuple(side // self.ab_downsample for side in size)
         condition = normalize_lightness(small.to(self.device)).expand(n_samples, -1, -1, -1)
         ab = denormalize_ab(self.model.sample(n_samples, condition, temperature, generator, spatial_size=ab_size))
-        ab_wide = F.interpolate(ab.cpu(), size=(ab_size[0], width), mode="bilinear", align_corners=False)
-        colourings = torch.empty((n_samples, 3, height, width), dtype=torch.uint8)
-        rows = max(1, STRIP_PIXELS // width)
-        for top in range(0, height, rows):
-            bottom = min(top + rows, height)
-            strip_lightness = lightness[:, :, top:bottom].expand(n_samples, -1, -1, -1)
-            strip_ab = resize_rows(ab_wide, height, top, bottom)
-            colourings[:, :, top:bottom] = lab_to_rgb(torch.cat([strip_lightness, strip_ab], dim=1))
-        return colourings
+        return join_lightness(lightness, ab)
 
 
 def build_colorization_model(architecture: Literal["cinn", "regressor"], crop_size: int, ab_downsample: int = 1,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -284,7 +285,9 @@ def open_image(path: Path | str, channels: int = 3) -> Image.Image:
     """
     path = Path(path)
     try:
-        with Image.open(path) as opened:
+        # Photos up to PIL's hard limit (~179 Mpx) are wanted here; beyond it PIL raises, and so do we.
+        with warnings.catch_warnings(), Image.open(path) as opened:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return _to_8bit(ImageOps.exif_transpose(opened), channels)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist; check the path") from None

@@ -32,11 +32,11 @@ from torchvision.utils import make_grid
 
 from cinn import cli
 from cinn.cli import add_train_arguments, dispatch, run_command, train_config
-from cinn.color import lab_to_rgb, rgb_to_lab
 from cinn.colorization import (
     Colorizer,
     LabColorization,
     build_colorization_model,
+    grey_version,
     load_colorizer,
     rmse_summary,
     sample_metrics,
@@ -69,6 +69,7 @@ from cinn.viz import save_grid, save_image_table
 TASK = "colorize"
 TABLE_PHOTOS = 4  # held-out photos shown in the figures written during and after training
 TABLE_SAMPLES = 6
+CONTACT_HEIGHT = 256  # pixels of each picture on a contact sheet
 
 
 @dataclass
@@ -241,10 +242,8 @@ def colouring_table(colorizer: Colorizer, photos: Dataset, n_samples: int, tempe
     rows = []
     for index in range(min(TABLE_PHOTOS, len(photos))):
         photo = photos[index][0]
-        lab = rgb_to_lab(photo[None])
-        grey = lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1))
         samples = colorizer.colorize(photo, n_samples, temperature, seed=seed + index)
-        rows.append(torch.cat([grey, photo[None], samples.cpu()]))
+        rows.append(torch.cat([grey_version(photo)[None], photo[None], samples.cpu()]))
     return torch.stack(rows)
 
 
@@ -308,12 +307,16 @@ def colorize(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         colourings = colorizer.colorize(photo, args.samples, args.temperature, args.seed)
         seconds = time.perf_counter() - start
-        for index, colouring in enumerate(colourings):
-            file = args.out / f"{path.stem}_sample{index + 1}.png"
-            Image.fromarray(colouring.permute(1, 2, 0).numpy()).save(file, compress_level=1)
-        grey = lab_to_rgb(torch.cat([rgb_to_lab(photo[None])[:, :1], torch.zeros(1, 2, *photo.shape[-2:])], 1))
-        thumbnails = TF.resize(torch.cat([grey, colourings]), 256, antialias=True)
-        sheet = save_grid(thumbnails.float() / 255, args.out / f"{path.stem}_contact.png",
+        thumbnails = []
+        for index, image in enumerate([grey_version(photo), *colourings]):
+            picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+            if index > 0:
+                picture.save(args.out / f"{path.stem}_sample{index}.png", compress_level=1)
+            scale = CONTACT_HEIGHT / picture.height
+            thumbnail = picture.resize((max(1, round(picture.width * scale)), CONTACT_HEIGHT), Image.BICUBIC,
+                                       reducing_gap=2.0)
+            thumbnails.append(TF.pil_to_tensor(thumbnail))
+        sheet = save_grid(torch.stack(thumbnails).float() / 255, args.out / f"{path.stem}_contact.png",
                           nrow=math.ceil(math.sqrt(len(thumbnails))))
         print(f"{path}: {photo.shape[2]}x{photo.shape[1]}, {args.samples} colourings at T={args.temperature} in "
               f"{seconds:.2f} s; contact sheet (grey input first) {sheet}")

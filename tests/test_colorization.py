@@ -23,6 +23,7 @@ from cinn.colorization import (
     LabColorization,
     build_colorization_model,
     downsample_ab,
+    grey_version,
     lightness_of,
     resize_rows,
     sample_metrics,
@@ -202,3 +203,13 @@ def test_strips_do_not_change_the_colourings(monkeypatch):
     monkeypatch.setattr(colorization, "STRIP_PIXELS", 100)  # two rows per strip
     assert torch.equal(colorizer.colorize(photo, n_samples=2, temperature=0.3), whole)
     assert torch.equal(lightness_of(photo), rgb_to_lab(photo[None])[:, :1])
+
+
+def test_grey_version_keeps_lightness_and_drops_colour():
+    photo = photos(1, size=24)[0, :, :, :21]
+    grey = grey_version(photo)
+    assert grey.shape == photo.shape and grey.dtype == torch.uint8
+    lab = rgb_to_lab(grey[None])[0]
+    assert (lab[1:].abs() < 1.0).all()
+    assert (lab[0] - rgb_to_lab(photo[None])[0, 0]).abs().max() < 0.5
+    assert (grey[0] == grey[1]).all() and (grey[1] == grey[2]).all()
