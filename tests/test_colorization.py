@@ -212,4 +212,4 @@ def test_grey_version_keeps_lightness_and_drops_colour():
     lab = rgb_to_lab(grey[None])[0]
     assert (lab[1:].abs() < 1.0).all()
     assert (lab[0] - rgb_to_lab(photo[None])[0, 0]).abs().max() < 0.5
-    assert (grey[0] == grey[1]).all() and (grey[1] == grey[2]).all()
+    assert (grey.int().amax(0) - grey.int().amin(0)).max() <= 1  # neutral: R, G, B equal up to rounding
