@@ -51,7 +51,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} holds Python objects beyond tensors and plain data, whose unpickling "
                               "could run code, so it was not loaded; cinn checkpoints never do, so this file is "
                               "not one (or was tampered with)") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as error:
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as error:  # OSError: cut zip
         reason = (str(error).strip().splitlines() or ["no details"])[0][:200]
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a cinn checkpoint "
                               f"({type(error).__name__}: {reason})") from None
