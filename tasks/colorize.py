@@ -337,12 +337,13 @@ def evaluate(args: argparse.Namespace) -> None:
     config, model = load_trained(args.checkpoint, device)
     photos, where = held_out_photos(config, args.data)
     size = config.data.image_size
-    mean, standard_error, count = evaluate_bits_per_dim(model, photos, eval_objective(config), batch_size=8,
-                                                        seed=args.seed, device=device)
+    result = evaluate_bits_per_dim(model, photos, eval_objective(config), batch_size=8, seed=args.seed,
+                                   device=device)
     print(f"{where}, each resized to shorter side {size} and centre-cropped to {size}x{size}:")
-    print(f"  NLL: {mean:.4f} ± {standard_error:.4f} bits per ab dimension (ab rounded to integer Lab units, "
-          f"uniform dequantisation; {count} photos)")
-    samples, temperature = config.eval.samples, config.eval.temperature
+    print(f"  NLL in bits per ab dimension (ab rounded to integer Lab units, uniform dequantisation): "
+          f"{result.summary()}")
+    samples = args.samples or config.eval.samples
+    temperature = config.eval.temperature if args.temperature is None else args.temperature
     metrics = sample_metrics(model, photos, ab_downsample=config.data.ab_downsample, n_samples=samples,
                              temperature=temperature, seed=args.seed, device=device)
     print(f"  best-of-{samples} RMSE of ab at T={temperature}: {rmse_summary(metrics.best_rmse)} Lab units "
@@ -379,6 +380,8 @@ def parser() -> argparse.ArgumentParser:
     check_parser = commands.add_parser("check", help="is the trained cINN still invertible on held-out photos?")
     for command in (eval_parser, check_parser):
         command.add_argument("--data", help="a folder of held-out photos (default: the run's validation photos)")
+    eval_parser.add_argument("--samples", type=int, help="colourings per photo, best-of-N (default: eval.samples)")
+    eval_parser.add_argument("--temperature", type=float, help="sampling temperature (default: eval.temperature)")
     for command in (colorize_parser, eval_parser, check_parser):
         command.add_argument("--checkpoint", type=Path, required=True)
         command.add_argument("--device", default="auto")

@@ -155,10 +155,10 @@ def evaluate(args: argparse.Namespace) -> None:
     config, model = load_trained(args.checkpoint, device)
     test_set = load_split(config, train=False, root=args.data_root)
     objective = DequantizedImages(config.data.n_bits, class_conditional=config.model.class_conditional)
-    mean, standard_error, count = evaluate_bits_per_dim(model, test_set, objective, batch_size=args.batch_size,
-                                                        seed=args.seed, device=device, limit=args.limit)
-    print(f"test bits/dim: {mean:.4f} ± {standard_error:.4f} (standard error, {count} images, "
-          f"{config.data.dataset}, {config.data.n_bits}-bit, uniform dequantisation)")
+    result = evaluate_bits_per_dim(model, test_set, objective, batch_size=args.batch_size, seed=args.seed,
+                                   device=device, limit=args.limit)
+    print(f"test bits/dim: {result.summary()}; {config.data.dataset}, {config.data.n_bits}-bit, uniform "
+          "dequantisation")
 
 
 def check(args: argparse.Namespace) -> None:

@@ -77,7 +77,7 @@ class ModelConfig:
     ``conv``: multi-scale (``n_levels`` × ``blocks_per_level`` conv couplings of width
     ``hidden_channels``, Haar downsampling, learned label embeddings broadcast as maps). ``actnorm``
     (not in the paper) adds a data-initialised ActNorm before every coupling; ``permutation`` (fc only):
-    ``orthogonal`` mixing or a hard ``shuffle`` as in the official code."""
+    a hard ``shuffle`` as in the paper, or ``orthogonal`` mixing (robust to outliers, slower to learn)."""
 
     architecture: Literal["fc", "conv"] = "fc"
     clamp: float = 1.5
@@ -88,7 +88,7 @@ class ModelConfig:
     hidden_channels: int = 64
     split_prior: bool = False
     actnorm: bool = False
-    permutation: Literal["orthogonal", "shuffle"] = "orthogonal"
+    permutation: Literal["shuffle", "orthogonal"] = "shuffle"
 
     def validate(self) -> None:
         if self.clamp <= 0:
@@ -206,11 +206,10 @@ def evaluate(args: argparse.Namespace) -> None:
     config, model = load_trained(args.checkpoint, device)
     config.data.root = args.data_root or config.data.root
     test_set = load_split(config, train=False)
-    mean, standard_error, count = evaluate_bits_per_dim(model, test_set, eval_objective(config),
-                                                        batch_size=args.batch_size, seed=args.seed, device=device,
-                                                        limit=args.limit)
-    print(f"test bits/dim: {mean:.4f} ± {standard_error:.4f} (standard error, {count} images, "
-          f"{config.data.dataset}, {config.data.n_bits}-bit, uniform dequantisation)")
+    result = evaluate_bits_per_dim(model, test_set, eval_objective(config), batch_size=args.batch_size,
+                                   seed=args.seed, device=device, limit=args.limit)
+    print(f"test bits/dim: {result.summary()}; {config.data.dataset}, {config.data.n_bits}-bit, uniform "
+          "dequantisation")
     consistency, per_class, accuracy = measure_class_consistency(model, config, args.checkpoint.parent, device,
                                                       classifier_path=args.classifier, seed=args.seed)
     count = N_CLASSES * config.eval.samples_per_class

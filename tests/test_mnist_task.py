@@ -98,9 +98,11 @@ def test_missing_mnist_names_the_expected_files(tmp_path, capsys):
     assert "train-images-idx3-ubyte" in capsys.readouterr().err
 
 
-def test_fc_model_with_hard_permutation_trains(trained_run, tmp_path):
-    data_root, _ = trained_run
+def test_fc_model_with_orthogonal_mixing_trains(trained_run, tmp_path):
+    data_root, run_dir = trained_run
+    _, default = mnist.load_trained(run_dir / "checkpoint.pt", torch.device("cpu"))
+    assert any(type(block).__name__ == "ChannelPermutation" for block in default.blocks)  # the paper's shuffle
     assert mnist.main(["train", "--config", TINY, "--data.root", str(data_root), "--run_dir", str(tmp_path),
-                       "--model.permutation=shuffle", "--train.steps=2"]) == 0
+                       "--model.permutation=orthogonal", "--train.steps=2"]) == 0
     _, model = mnist.load_trained(tmp_path / "checkpoint.pt", torch.device("cpu"))
-    assert any(type(block).__name__ == "ChannelPermutation" for block in model.blocks)
+    assert any(type(block).__name__ == "OrthogonalPermutation" for block in model.blocks)

@@ -72,8 +72,8 @@ MODEL_CASES = [
     ModelCase("cinn_fc", lambda: build_cinn_fc((1, 4, 4), 3, n_blocks=3, hidden_features=8), labels(3)),
     ModelCase("cinn_fc_actnorm", lambda: build_cinn_fc((1, 4, 4), 3, n_blocks=2, hidden_features=8,
                                                        actnorm=True), labels(3)),
-    ModelCase("cinn_fc_hard_permutation", lambda: build_cinn_fc((1, 4, 4), 3, n_blocks=2, hidden_features=8,
-                                                                permutation="shuffle"), labels(3)),
+    ModelCase("cinn_fc_orthogonal_permutation", lambda: build_cinn_fc((1, 4, 4), 3, n_blocks=2, hidden_features=8,
+                                                                      permutation="orthogonal"), labels(3)),
 ]
 CONDITIONAL_MODELS = [case for case in MODEL_CASES if case.condition]
 by_name = lambda case: case.name  # noqa: E731

@@ -2,11 +2,12 @@
 
 from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cinn.engine.distributed import ProcessGroup, close_process_group, init_process_group, resolve_device
-from cinn.engine.evaluate import evaluate_bits_per_dim, prepared_batches
+from cinn.engine.evaluate import BitsPerDim, evaluate_bits_per_dim, prepared_batches
 from cinn.engine.objective import DequantizedImages, GaussianNoiseImages, Objective
 from cinn.engine.trainer import NonFiniteTrainingError, TrainConfig, Trainer, trained_weights
 
 __all__ = [
+    "BitsPerDim",
     "CheckpointError",
     "DequantizedImages",
     "GaussianNoiseImages",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -32,11 +33,28 @@ def prepared_batches(dataset: Dataset, objective: Objective, *, batch_size: int 
         yield objective.prepare(images.to(device), labels.to(device), generator)
 
 
+class BitsPerDim(NamedTuple):
+    """Held-out bits/dim: the mean with its standard error over ``count`` images, and the median and
+    worst image (far apart when a few images are outliers, which dominate the mean)."""
+
+    mean: float
+    standard_error: float
+    count: int
+    median: float
+    worst: float
+
+    def summary(self) -> str:
+        """``mean ± s.e. (… images); median …, worst image …`` for printing."""
+        return (f"{self.mean:.4f} ± {self.standard_error:.4f} (standard error, {self.count} images; median "
+                f"{self.median:.4f}, worst image {self.worst:.4g})")
+
+
 @torch.no_grad()
 def evaluate_bits_per_dim(model: Flow, dataset: Dataset, objective: Objective, *, batch_size: int = 256,
                           seed: int = 0, device: torch.device | str = "cpu", limit: int | None = None,
-                          progress: bool = True) -> tuple[float, float, int]:
-    """Mean bits/dim over ``dataset`` (the first ``limit`` items), its standard error, and the count.
+                          progress: bool = True) -> BitsPerDim:
+    """Mean bits/dim over ``dataset`` (the first ``limit`` items) with its standard error, the count,
+    the median and the worst image.
 
     The standard error is ``std / sqrt(N)`` over per-image bits/dim. Dequantisation noise is drawn
     from generators seeded with ``seed`` and the batch index, so the number is reproducible.
@@ -47,6 +65,6 @@ def evaluate_bits_per_dim(model: Flow, dataset: Dataset, objective: Objective, *
                                  limit=limit, progress=progress):
         values.append(objective.bits_per_dim(model.log_prob(x, c).float(), x).double().cpu())
     per_image = torch.cat(values)
-    mean = per_image.mean().item()
     standard_error = per_image.std().item() / math.sqrt(len(per_image)) if len(per_image) > 1 else float("nan")
-    return mean, standard_error, len(per_image)
+    return BitsPerDim(per_image.mean().item(), standard_error, len(per_image), per_image.median().item(),
+                      per_image.max().item())

@@ -91,12 +91,15 @@ def condition_scale_steps(condition_shape: Sequence[int], input_shape: Sequence[
 
 def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int = 24,
                   hidden_features: int = 512, clamp: float = 1.5, actnorm: bool = False,
-                  permutation: Literal["orthogonal", "shuffle"] = "orthogonal", seed: int = 0) -> Flow:
+                  permutation: Literal["shuffle", "orthogonal"] = "shuffle", seed: int = 0) -> Flow:
     r"""The cINN paper's MNIST model: flatten → ``n_blocks`` × [fixed random permutation →
     conditional affine coupling (soft clamp, both halves, one hidden layer of ``hidden_features``)].
 
-    ``permutation``: a fixed random orthogonal matrix (mixes all dimensions) or a hard random
-    ``"shuffle"`` of the dimensions, as the official MNIST code does. ``actnorm`` (not in the paper)
+    ``permutation``: a hard random ``"shuffle"`` of the dimensions, as the paper and its official code
+    (learns fast, but each pixel keeps its own coordinates, so the flow can give near-constant
+    background pixels enormous scales, and a test image with ink where no training image had any
+    gets an NLL of thousands of bits/dim), or a fixed random ``"orthogonal"`` matrix that mixes all
+    dimensions (robust, learns slowly; see BENCHMARKS.md). ``actnorm`` (not in the paper)
     puts an :class:`~cinn.blocks.ActNorm` (per-dimension scale and shift, data-initialised) before
     every coupling. Every coupling receives the one-hot label, concatenated to its subnet input;
     ``c`` is given as integer labels ``(B,)`` or one-hot ``(B, n_classes)``. The single latent is
