@@ -17,19 +17,27 @@ from cinn.likelihood import bits_per_dim
 from cinn.models.flow import Flow
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
-                  repeats: int = 5) -> float:
-    """Measured dense matmul rate ``2·n³ / t`` in GFLOP/s (best of ``repeats``): the machine's yardstick."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        _synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        _synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, max_size: int = 2048,
+                  min_seconds: float = 0.05, repeats: int = 3) -> float:
+    """Measured dense matmul rate ``2·n³ / t`` in GFLOP/s (best of ``repeats``): the machine's yardstick.
+
+    ``n`` doubles from 128 until one product takes ``min_seconds`` or ``n`` reaches ``max_size``, so a dtype
+    the hardware emulates slowly (bf16 on a CPU without bf16 units: ~1 GFLOP/s) costs a second, not minutes.
+    """
+    size = 128
+    while True:
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        best = float("inf")
+        for _ in range(repeats + 1):
+            _synchronize(device)
+            start = time.perf_counter()
+            a @ b
+            _synchronize(device)
+            best = min(best, time.perf_counter() - start)
+        if best >= min_seconds or size >= max_size:
+            return 2 * size**3 / best / 1e9
+        size *= 2
 
 
 def _synchronize(device: torch.device) -> None:
