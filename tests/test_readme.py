@@ -63,3 +63,11 @@ def test_colourisation_api_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(code_blocks("python")[2], namespace)
     assert tuple(namespace["colourings"].shape) == (8, 3, 20, 30)
+
+
+def test_every_figure_the_docs_show_is_in_the_repository():
+    for document in ("README.md", "BENCHMARKS.md", "docs/ARCHITECTURE.md"):
+        text = (ROOT / document).read_text()
+        figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+        missing = [figure for figure in figures if not (ROOT / document).parent.joinpath(figure).is_file()]
+        assert not missing, f"{document} shows figures that are not in the repository: {missing}"
