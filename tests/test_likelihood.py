@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
+from cinn.engine.evaluate import BitsPerDim
 from cinn.likelihood import bin_centers, bits_per_dim, dequantize, n_bins, quantize
 from cinn.models import Flow
 
@@ -59,3 +60,9 @@ def test_identity_flow_bits_per_dim_matches_closed_form():
     exact_bits = -torch.log2(cell_mass).sum() / m
     assert expected > exact_bits
     assert expected - exact_bits < 0.01  # the Jensen gap is small for narrow bins
+
+
+def test_bits_per_dim_summary_has_no_standard_error_for_one_image():
+    assert BitsPerDim(3.3235, float("nan"), 1, 3.3235, 3.3235).summary() == "3.3235 (1 image)"
+    summary = BitsPerDim(4.0, 0.5, 10, 3.9, 9.1).summary()
+    assert summary.startswith("4.0000 ± 0.5000 (standard error, 10 images; median 3.9000") and "nan" not in summary

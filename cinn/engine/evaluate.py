@@ -45,6 +45,8 @@ class BitsPerDim(NamedTuple):
 
     def summary(self) -> str:
         """``mean ± s.e. (… images); median …, worst image …`` for printing."""
+        if self.count == 1:
+            return f"{self.mean:.4f} (1 image)"
         return (f"{self.mean:.4f} ± {self.standard_error:.4f} (standard error, {self.count} images; median "
                 f"{self.median:.4f}, worst image {self.worst:.4g})")
 
