@@ -14,7 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cinn.likelihood import bits_per_dim
-from cinn.models.flow import Flow
+from cinn.models.flow import Backprop, Flow
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, max_size: int = 2048,
@@ -85,15 +85,18 @@ class BenchReport:
 
 def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size: int, steps: int,
                        device: torch.device, precision: str = "fp32", compile: bool = False,
-                       sample_batch: int = 64, warmup_steps: int = 2) -> BenchReport:
+                       backprop: Backprop = "standard", sample_batch: int = 64,
+                       warmup_steps: int = 2) -> BenchReport:
     """Time ``steps`` training steps (forward, bits/dim loss, backward, Adamax) on random data, count
-    their FLOPs, and time sampling ``sample_batch`` images."""
+    their FLOPs, and time sampling ``sample_batch`` images. ``backprop="inversion"`` trains with
+    backprop by inversion (:mod:`cinn.models.inverted_backprop`)."""
     model = model.to(device).train()
     x = torch.rand(batch_size, *image_shape, device=device)
     condition = (torch.arange(batch_size, device=device) % model.condition_shapes[0][0]
                  if model.condition_shapes else None)
     with torch.no_grad():
         model.log_prob(x, condition)  # data-dependent init
+    model.backprop = backprop
     optimizer = torch.optim.Adamax(model.parameters(), lr=1e-4)
     forward = torch.compile(model) if compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -133,7 +136,8 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
     images_per_s = steps * batch_size / train_seconds
     return BenchReport(
         description=f"{type(model).__name__} {tuple(image_shape)}, {sum(p.numel() for p in model.parameters()):,} "
-                    f"parameters, {precision}{', compiled' if compile else ''}",
+                    f"parameters, {precision}{', compiled' if compile else ''}"
+                    f"{', backprop by inversion' if backprop == 'inversion' else ''}",
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} "
                                                                                     "threads)",
         batch_size=batch_size,

@@ -32,10 +32,11 @@ M = TypeVar("M", bound=nn.Module)
 USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteTrainingError, FileNotFoundError,
                PermissionError)
 
-# Settings that may change when a run is resumed: where the run lives, how long to train and what to log,
-# not what the steps compute.
+# Settings that may change when a run is resumed: where the run lives, how long to train, what to log and how
+# gradients are computed (backprop by inversion gives the same gradients), not what the steps compute.
 RESUMABLE_CHANGES = {"run_dir", "train.steps", "train.max_minutes", "train.log_every", "train.eval_every",
-                     "train.eval_images", "train.sample_every", "train.checkpoint_every", "train.num_workers"}
+                     "train.eval_images", "train.sample_every", "train.checkpoint_every", "train.num_workers",
+                     "train.backprop"}
 
 
 class InvertibilityError(RuntimeError):

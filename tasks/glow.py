@@ -210,7 +210,7 @@ def bench(args: argparse.Namespace, overrides: Sequence[str]) -> None:
     model = build_model(config, image_shape, 0)
     report = benchmark_training(model, image_shape, batch_size=config.train.batch_size, steps=args.steps,
                                 device=device, precision=config.train.precision, compile=config.train.compile,
-                                sample_batch=args.sample_batch)
+                                backprop=config.train.backprop, sample_batch=args.sample_batch)
     print(report.format())
     if args.record:
         report.append_to(Path("BENCHMARKS.md"), command="python -m tasks.glow " + " ".join(sys.argv[1:]))

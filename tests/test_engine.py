@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cinn import build_glow
+from cinn.config import ConfigError
 from cinn.data import TensorImageDataset
 from cinn.engine import (
     CheckpointError,
@@ -179,3 +180,20 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_training_with_backprop_by_inversion_follows_standard_training(tmp_path):
+    standard = tiny_trainer(tmp_path / "standard", steps=6)
+    standard.fit()
+    inverted = tiny_trainer(tmp_path / "inversion", steps=6, backprop="inversion")
+    inverted.fit()
+    expected, actual = parameters(standard), parameters(inverted)
+    initial = parameters(tiny_trainer(tmp_path / "untrained"))
+    assert any(not torch.equal(expected[k], initial[k]) for k in expected), "training should move the parameters"
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_backprop_by_inversion_cannot_be_compiled():
+    with pytest.raises(ConfigError, match="compile cannot trace backprop by inversion"):
+        TrainConfig(compile=True, backprop="inversion").validate()

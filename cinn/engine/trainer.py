@@ -26,7 +26,7 @@ from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkp
 from cinn.engine.distributed import ProcessGroup
 from cinn.engine.objective import Objective
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor, step_seed
-from cinn.models.flow import Flow
+from cinn.models.flow import Backprop, Flow
 from cinn.viz import plot_learning_curve, save_grid
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -66,6 +66,7 @@ class TrainConfig:
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
+    backprop: Backprop = "standard"
     device: str = "auto"
     num_workers: int = 0
 
@@ -82,6 +83,9 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must lie in (0, 1), got {self.ema_decay}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
+        if self.compile and self.backprop == "inversion":
+            raise ConfigError("train.compile cannot trace backprop by inversion (train.backprop=inversion); "
+                              "choose one")
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -260,6 +264,11 @@ class Trainer:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
         else:
             self.initialize()
+        if isinstance(self.model, Flow):
+            self.model.backprop = config.backprop
+        elif config.backprop == "inversion":
+            raise ConfigError(f"train.backprop=inversion needs an invertible model; a {type(self.model).__name__} "
+                              "is not one")
         train_model: nn.Module = self.model
         if self.group.distributed:
             train_model = DistributedDataParallel(self.model)

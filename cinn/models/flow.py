@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
+from cinn.models.inverted_backprop import transform_inverting_for_backward
+
 Condition = Tensor | Sequence[Tensor] | None
+Backprop = Literal["standard", "inversion"]
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
@@ -33,6 +36,11 @@ class Flow(nn.Module):
     with ``condition=i`` receives tensor ``i``. Without a ``condition_net``, ``c`` is that list
     (or a single tensor).
 
+    ``backprop = "inversion"`` makes :meth:`transform` (and so :meth:`log_prob`) keep no activations
+    for the backward pass, which reconstructs them by inverting the blocks instead: activation memory
+    independent of depth, same gradients (:mod:`cinn.models.inverted_backprop`). It is a runtime
+    setting, not part of the state dict.
+
     Example:
         >>> from cinn.blocks import ActNorm, CouplingBlock, conv_subnet
         >>> flow = Flow((4, 8, 8))
@@ -53,6 +61,7 @@ class Flow(nn.Module):
         self.block_latents: list[int] = []
         self.split_shapes: list[tuple[int, ...]] = []
         self.output_shape = self.input_shape
+        self.backprop: Backprop = "standard"
 
     def append(self, block_class: type[InvertibleModule], *, condition: int | None = None,
                **kwargs: Any) -> InvertibleModule:
@@ -93,7 +102,7 @@ class Flow(nn.Module):
             return list(self.condition_net(c))
         return [c] if isinstance(c, Tensor) else list(c)
 
-    def _run_block(self, index: int, inputs: list[Tensor], conditions: list[Tensor],
+    def _run_block(self, index: int, inputs: list[Tensor], conditions: Sequence[Tensor],
                    rev: bool) -> tuple[tuple[Tensor, ...], Tensor | float]:
         block, condition = self.blocks[index], self.block_conditions[index]
         if condition is None:
@@ -103,6 +112,12 @@ class Flow(nn.Module):
     def transform(self, x: Tensor, c: Condition = None) -> tuple[list[Tensor], Tensor]:
         """Forward pass: ``x ↦ (latents, log|det ∂latents/∂x|)``; log-det has shape ``(B,)``."""
         conditions = self.conditions(c)
+        if self.backprop == "inversion" and torch.is_grad_enabled():
+            return transform_inverting_for_backward(self, x, conditions)
+        return self.transform_with_conditions(x, conditions)
+
+    def transform_with_conditions(self, x: Tensor, conditions: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
+        """:meth:`transform` for the blocks' condition tensors (the output of :meth:`conditions`)."""
         latents: list[Tensor] = []
         log_det = x.new_zeros(x.shape[0])
         h = x
