@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_models import MODEL_CASES, by_name
 
-from cinn import build_glow
+from cinn import build_cinn, build_glow
 
 
 def gradients(case, backprop: str) -> list[torch.Tensor]:
@@ -82,3 +82,32 @@ def test_no_graph_is_built_outside_training():
     with torch.no_grad():
         log_prob = model.log_prob(torch.rand(2, 1, 4, 4))
     assert log_prob.grad_fn is None and log_prob.shape == (2,)
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_the_backward_pass_runs_each_coupling_subnet_once(two_sided):
+    torch.manual_seed(0)
+    if two_sided:
+        model = build_cinn((2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=2, hidden_channels=8,
+                           condition_channels=(4, 4))
+    else:
+        model = build_glow((1, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=8)
+    subnets = [m for name, m in model.named_modules() if name.endswith(("subnet_a", "subnet_b"))]
+    assert any(name.endswith("subnet_a") for name, _ in model.named_modules()) == two_sided
+    x = torch.rand(2, *model.input_shape)
+    c = torch.randn(2, 1, 8, 8) if two_sided else None
+    with torch.no_grad():
+        model.log_prob(x, c)
+    model.backprop = "inversion"
+    log_prob = model.log_prob(x, c)
+    calls = 0
+
+    def count(*_):
+        nonlocal calls
+        calls += 1
+
+    handles = [subnet.register_forward_hook(count) for subnet in subnets]
+    log_prob.sum().backward()
+    for handle in handles:
+        handle.remove()
+    assert calls == len(subnets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -74,10 +75,11 @@ class CouplingBlock(InvertibleModule):
             return F.logsigmoid(raw + 2.0)
         return self.clamp * (2.0 / math.pi) * torch.atan(raw / self.clamp)
 
-    def _couple(self, subnet: nn.Module, given: Tensor, target: Tensor, conditions: list[Tensor],
-                rev: bool) -> tuple[Tensor, Tensor]:
-        """Transform ``target`` with parameters computed from ``given``; return it and its log-det."""
-        params = subnet(torch.cat([given, *conditions], dim=1) if conditions else given)
+    def _subnet_output(self, subnet: nn.Module, given: Tensor, conditions: Sequence[Tensor]) -> Tensor:
+        return subnet(torch.cat([given, *conditions], dim=1) if conditions else given)
+
+    def _transform_target(self, params: Tensor, target: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
+        """Transform ``target`` with subnet output ``params``; return it and its log-det."""
         if self.transform == "additive":
             return (target - params if rev else target + params), target.new_zeros(target.shape[0])
         shift, raw = params.chunk(2, dim=1)
@@ -88,6 +90,51 @@ class CouplingBlock(InvertibleModule):
         else:
             out = (target - shift) * torch.exp(-log_scale) if rev else target * torch.exp(log_scale) + shift
         return out, (-log_det if rev else log_det)
+
+    def _couple(self, subnet: nn.Module, given: Tensor, target: Tensor, conditions: list[Tensor],
+                rev: bool) -> tuple[Tensor, Tensor]:
+        """Transform ``target`` with parameters computed from ``given``; return it and its log-det."""
+        return self._transform_target(self._subnet_output(subnet, given, conditions), target, rev)
+
+    def _invert_half(self, subnet: nn.Module, given: Tensor, target_out: Tensor, conditions: list[Tensor],
+                     grad_target_out: Tensor, grad_log_det: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        """For ``target_out = g(target_in; subnet([given, c]))``: reconstruct ``target_in`` and return it with
+        ``∂L/∂(target_in, given, conditions…, subnet parameters…)``, running the subnet once."""
+        given = given.detach().requires_grad_()
+        conditions = [c.detach().requires_grad_() for c in conditions]
+        with torch.enable_grad():
+            params = self._subnet_output(subnet, given, conditions)
+            with torch.no_grad():
+                target_in = self._transform_target(params, target_out, rev=True)[0]
+            target_in.requires_grad_()
+            out, log_det = self._transform_target(params, target_in, rev=False)
+        outputs, grads = [out], [grad_target_out]
+        if log_det.requires_grad:
+            outputs.append(log_det)
+            grads.append(grad_log_det)
+        wrt = [target_in, given, *conditions, *subnet.parameters()]
+        return target_in.detach(), list(torch.autograd.grad(outputs, wrt, grads, allow_unused=True))
+
+    def invert_and_backpropagate(self, y: Tensor, conditions: list[Tensor], grad_y: Tensor, grad_log_det: Tensor
+                                 ) -> tuple[Tensor, Tensor, list[Tensor | None], list[Tensor | None]]:
+        """Backprop by inversion for this block (see :mod:`cinn.models.inverted_backprop`): from the output
+        ``y`` and ``∂L/∂y``, ``∂L/∂log_det``, return the input ``x`` and ``∂L/∂x``, ``∂L/∂c`` (one per condition
+        tensor) and ``∂L/∂θ`` (aligned with ``self.parameters()``). Each subnet runs once with a graph, where
+        "inverse, then forward again" would run it twice."""
+        a, b = torch.split(y, self.split_sizes, dim=1)
+        grad_a, grad_b = torch.split(grad_y, self.split_sizes, dim=1)
+        n = len(conditions)
+        grad_conditions: list[Tensor | None] = [None] * n
+        if self.subnet_a is not None:
+            a, grads = self._invert_half(self.subnet_a, b, a, conditions, grad_a, grad_log_det)
+            grad_a, grad_b = grads[0], grad_b + _zero_if_none(grads[1], b)
+            grad_conditions = _add_all(grad_conditions, grads[2:2 + n])
+            grad_parameters_a = grads[2 + n:]
+        b, grads = self._invert_half(self.subnet_b, a, b, conditions, grad_b, grad_log_det)
+        grad_b, grad_a = _zero_if_none(grads[0], b), grad_a + _zero_if_none(grads[1], a)
+        grad_conditions = _add_all(grad_conditions, grads[2:2 + n])
+        grad_parameters = grads[2 + n:] + (grad_parameters_a if self.subnet_a is not None else [])
+        return torch.cat([a, b], dim=1), torch.cat([grad_a, grad_b], dim=1), grad_conditions, grad_parameters
 
     def forward(self, x_or_z: list[Tensor], c: list[Tensor] | None = None, rev: bool = False,
                 jac: bool = True) -> tuple[tuple[Tensor], Tensor]:
@@ -108,3 +155,12 @@ class CouplingBlock(InvertibleModule):
 
     def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
         return input_dims
+
+
+def _zero_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _add_all(totals: list[Tensor | None], grads: list[Tensor | None]) -> list[Tensor | None]:
+    return [total if grad is None else grad if total is None else total + grad
+            for total, grad in zip(totals, grads, strict=True)]

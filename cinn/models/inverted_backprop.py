@@ -91,30 +91,49 @@ class _InvertedBackprop(torch.autograd.Function):
             del latents[len(latents) - count:], grad_latents[len(grad_latents) - count:]
             block_condition = [] if condition_index is None else [conditions[condition_index]]
 
-            with torch.no_grad():
-                (block_input,), _ = _call(block, [h, *split_off], block_condition, rev=True)
-            block_input.requires_grad_()
-            condition_leaves = [c.detach().requires_grad_(c.is_floating_point()) for c in block_condition]
-            block_parameters = [p for p in block.parameters() if id(p) in parameter_index]
-            with torch.enable_grad():
-                outputs, log_det = _call(block, [block_input], condition_leaves, rev=False)
-            output_grads = zip(outputs, [grad_h, *grad_split_off], strict=True)
-            pairs = [(out, grad) for out, grad in output_grads if out.requires_grad]
-            if isinstance(log_det, Tensor) and log_det.requires_grad:
-                pairs.append((log_det, grad_log_det))
-            wrt = [block_input, *[c for c in condition_leaves if c.requires_grad], *block_parameters]
-            block_grads = torch.autograd.grad([out for out, _ in pairs], wrt, [grad for _, grad in pairs],
-                                              allow_unused=True) if pairs else [None] * len(wrt)
-
-            grad_h = _zeros_if_none(block_grads[0], block_input)
-            h = block_input.detach()
-            n_condition_grads = len(wrt) - 1 - len(block_parameters)
-            if n_condition_grads:
-                grad_conditions[condition_index] = _accumulate(grad_conditions[condition_index], block_grads[1])
-            for parameter, grad in zip(block_parameters, block_grads[1 + n_condition_grads:], strict=True):
-                i = parameter_index[id(parameter)]
-                grad_parameters[i] = _accumulate(grad_parameters[i], grad)
+            fused = getattr(block, "invert_and_backpropagate", None)
+            if fused is not None and not split_off:
+                block_input, grad_h, block_grad_conditions, block_grad_parameters = fused(
+                    h, block_condition, grad_h, grad_log_det)
+            else:
+                block_input, grad_h, block_grad_conditions, block_grad_parameters = _invert_and_backpropagate(
+                    block, [h, *split_off], block_condition, [grad_h, *grad_split_off], grad_log_det)
+            h = block_input
+            if condition_index is not None:
+                grad_conditions[condition_index] = _accumulate(grad_conditions[condition_index],
+                                                               block_grad_conditions[0])
+            for parameter, grad in zip(block.parameters(), block_grad_parameters, strict=True):
+                if id(parameter) in parameter_index:
+                    i = parameter_index[id(parameter)]
+                    grad_parameters[i] = _accumulate(grad_parameters[i], grad)
         return (None, None, grad_h, *grad_conditions, *grad_parameters)
+
+
+def _invert_and_backpropagate(block: nn.Module, outputs: list[Tensor], condition: list[Tensor],
+                              grad_outputs: list[Tensor], grad_log_det: Tensor
+                              ) -> tuple[Tensor, Tensor, list[Tensor | None], list[Tensor | None]]:
+    """Any block: ``x = f⁻¹(outputs)`` without a graph, then ``f(x)`` again with one, then backprop through
+    it. Returns ``x``, ``∂L/∂x``, ``∂L/∂c`` (per condition tensor) and ``∂L/∂θ`` (aligned with
+    ``block.parameters()``)."""
+    with torch.no_grad():
+        (block_input,), _ = _call(block, outputs, condition, rev=True)
+    block_input.requires_grad_()
+    condition_leaves = [c.detach().requires_grad_(c.is_floating_point()) for c in condition]
+    parameters = [p for p in block.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        recomputed, log_det = _call(block, [block_input], condition_leaves, rev=False)
+    pairs = [(out, grad) for out, grad in zip(recomputed, grad_outputs, strict=True) if out.requires_grad]
+    if isinstance(log_det, Tensor) and log_det.requires_grad:
+        pairs.append((log_det, grad_log_det))
+    differentiable_conditions = [c for c in condition_leaves if c.requires_grad]
+    wrt = [block_input, *differentiable_conditions, *parameters]
+    grads = (list(torch.autograd.grad([out for out, _ in pairs], wrt, [grad for _, grad in pairs],
+                                      allow_unused=True)) if pairs else [None] * len(wrt))
+    grad_conditions = iter(grads[1:1 + len(differentiable_conditions)])
+    grad_parameters = iter(grads[1 + len(differentiable_conditions):])
+    return (block_input.detach(), _zeros_if_none(grads[0], block_input),
+            [next(grad_conditions) if c.requires_grad else None for c in condition_leaves],
+            [next(grad_parameters) if p.requires_grad else None for p in block.parameters()])
 
 
 def _call(block: nn.Module, inputs: list[Tensor], condition: list[Tensor], rev: bool
