@@ -9,8 +9,10 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cinn.likelihood import bits_per_dim
@@ -52,6 +54,24 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def saved_for_backward_mb(model: nn.Module, *inputs: Any) -> float:
+    """MiB of tensors autograd keeps from one forward pass ``model(*inputs)`` for the backward pass: the
+    activation memory of training, parameters excluded, each storage counted once."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = model(*inputs)
+    del output
+    return sum(storages.values()) / 2**20
+
+
 @dataclass
 class BenchReport:
     description: str
@@ -60,6 +80,7 @@ class BenchReport:
     train_images_per_s: float
     sample_images_per_s: float
     peak_memory_mb: float
+    saved_activations_mb: float
     train_gflop_per_image: float
     train_gflops: float
     matmul_fp32_gflops: float
@@ -73,7 +94,8 @@ class BenchReport:
                 f"{self.train_gflops / self.matmul_bf16_gflops:.0%} of bf16 matmul "
                 f"({self.matmul_bf16_gflops:.0f} GFLOP/s)\n"
                 f"  sampling: {self.sample_images_per_s:.1f} img/s\n"
-                f"  peak memory: {self.peak_memory_mb:.0f} MiB")
+                f"  peak memory: {self.peak_memory_mb:.0f} MiB; activations kept for backward: "
+                f"{self.saved_activations_mb:.0f} MiB")
 
     def append_to(self, path: Path, command: str) -> None:
         """Append this report, dated and with the command that produced it, to a Markdown file."""
@@ -112,6 +134,8 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
 
     for _ in range(warmup_steps):
         step()
+    with autocast:
+        saved_activations_mb = saved_for_backward_mb(model, x, condition)
     flop_counter = FlopCounterMode(display=False)
     with flop_counter:
         step()
@@ -144,6 +168,7 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
         train_images_per_s=images_per_s,
         sample_images_per_s=sample_batch / sample_seconds,
         peak_memory_mb=peak_memory_mb(device),
+        saved_activations_mb=saved_activations_mb,
         train_gflop_per_image=gflop_per_image,
         train_gflops=gflop_per_image * images_per_s,
         matmul_fp32_gflops=matmul_gflops(device, torch.float32),

@@ -8,6 +8,7 @@ import torch
 from test_models import MODEL_CASES, by_name
 
 from cinn import build_cinn, build_glow
+from cinn.bench import saved_for_backward_mb
 
 
 def gradients(case, backprop: str) -> list[torch.Tensor]:
@@ -46,33 +47,20 @@ def test_inversion_gradients_reach_the_condition_network():
     assert condition_grads and all(g is not None and g.abs().sum() > 0 for g in condition_grads)
 
 
-def saved_bytes(steps_per_level: int, backprop: str) -> int:
-    """Bytes of tensors the forward pass of one log_prob keeps for backward (parameters excluded)."""
+def saved_mb(steps_per_level: int, backprop: str) -> float:
     torch.manual_seed(0)
     model = build_glow((3, 8, 8), n_levels=2, steps_per_level=steps_per_level, hidden_channels=16)
     x = torch.rand(4, 3, 8, 8)
     with torch.no_grad():
         model.log_prob(x)
     model.backprop = backprop
-    parameters = {p.data_ptr() for p in model.parameters()}
-    total = 0
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        if tensor.data_ptr() not in parameters:
-            total += tensor.numel() * tensor.element_size()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        log_prob = model.log_prob(x)
-    log_prob.sum().backward()
-    return total
+    return saved_for_backward_mb(model, x)
 
 
 def test_saved_activations_do_not_grow_with_depth():
-    shallow, deep = saved_bytes(2, "inversion"), saved_bytes(8, "inversion")
+    shallow, deep = saved_mb(2, "inversion"), saved_mb(8, "inversion")
     assert deep == shallow
-    standard_deep = saved_bytes(8, "standard")
+    standard_deep = saved_mb(8, "standard")
     assert standard_deep > 10 * deep, (standard_deep, deep)
 
 
