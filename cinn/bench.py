@@ -136,9 +136,13 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
         step()
     with autocast:
         saved_activations_mb = saved_for_backward_mb(model, x, condition)
+    # The model's FLOPs under standard backprop (not inversion's recomputation, whose backward the counter's
+    # module hooks cannot follow), so GFLOP/s compares like with like.
+    model.backprop = "standard"
     flop_counter = FlopCounterMode(display=False)
     with flop_counter:
         step()
+    model.backprop = backprop
     _synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):

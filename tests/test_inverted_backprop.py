@@ -8,7 +8,7 @@ import torch
 from test_models import MODEL_CASES, by_name
 
 from cinn import build_cinn, build_glow
-from cinn.bench import saved_for_backward_mb
+from cinn.bench import benchmark_training, saved_for_backward_mb
 
 
 def gradients(case, backprop: str) -> list[torch.Tensor]:
@@ -99,3 +99,16 @@ def test_the_backward_pass_runs_each_coupling_subnet_once(two_sided):
     for handle in handles:
         handle.remove()
     assert calls == len(subnets)
+
+
+def test_bench_measures_backprop_by_inversion():
+    reports = {}
+    for backprop in ("standard", "inversion"):
+        torch.manual_seed(0)
+        model = build_glow((1, 8, 8), n_levels=2, steps_per_level=4, hidden_channels=8)
+        reports[backprop] = benchmark_training(model, (1, 8, 8), batch_size=4, steps=1, device=torch.device("cpu"),
+                                               backprop=backprop, sample_batch=2, warmup_steps=1)
+    standard, inverted = reports["standard"], reports["inversion"]
+    assert "backprop by inversion" in inverted.description and "inversion" not in standard.description
+    assert inverted.train_gflop_per_image == pytest.approx(standard.train_gflop_per_image)
+    assert inverted.saved_activations_mb < standard.saved_activations_mb / 5
