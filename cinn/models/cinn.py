@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import torch
 from FrEIA.modules import Flatten
 
 from cinn.blocks import (
@@ -77,7 +76,7 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
             flow.append(OrthogonalPermutation, seed=seed + level * blocks_per_level + block)
         if level < n_levels - 1:
             flow.append(Split, learned_prior=split_prior)
-    return flow.to(memory_format=torch.channels_last)  # 1.2x training, 1.8x sampling on CPU (oneDNN)
+    return flow
 
 
 def condition_scale_steps(condition_shape: Sequence[int], input_shape: Sequence[int]) -> int:
