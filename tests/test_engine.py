@@ -194,6 +194,8 @@ def test_training_with_backprop_by_inversion_follows_standard_training(tmp_path)
         torch.testing.assert_close(actual[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_backprop_by_inversion_cannot_be_compiled():
+def test_backprop_by_inversion_cannot_be_compiled_or_run_in_bf16():
     with pytest.raises(ConfigError, match="compile cannot trace backprop by inversion"):
         TrainConfig(compile=True, backprop="inversion").validate()
+    with pytest.raises(ConfigError, match=r"bf16 with train\.backprop=inversion is not supported"):
+        TrainConfig(precision="bf16", backprop="inversion").validate()
