@@ -61,10 +61,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """``min_scale``: floor of the affine coupling's scale (0 is Glow's ``σ(h + 2)``; see ``CouplingBlock``)."""
+
     n_levels: int = 2
     steps_per_level: int = 8
     hidden_channels: int = 128
     coupling: Literal["affine", "additive"] = "affine"
+    min_scale: float = 0.0
     permutation: Literal["lu", "plain", "reverse", "shuffle"] = "lu"
     learn_top_prior: bool = True
     split_prior: bool = True
@@ -93,6 +96,7 @@ def build_model(config: GlowConfig, input_shape: Sequence[int], num_classes: int
     try:
         return build_glow(input_shape, n_levels=model.n_levels, steps_per_level=model.steps_per_level,
                           hidden_channels=model.hidden_channels, coupling=model.coupling,
+                          min_scale=model.min_scale,
                           permutation=model.permutation, learn_top_prior=model.learn_top_prior,
                           split_prior=model.split_prior, n_classes=num_classes if model.class_conditional else 0,
                           seed=config.train.seed)

@@ -88,6 +88,40 @@ def test_zero_initialised_glow_sigmoid_coupling_is_a_fixed_scaling():
     assert torch.allclose(log_det, torch.full((3,), 2 * torch.log(scale).item()))
 
 
+def test_min_scale_floors_the_sigmoid_scale_and_bounds_the_inverse():
+    """With ``min_scale = m`` the scale is ``m + (1 − m)·σ(h + 2)``: ``m`` when the subnet says "contract
+    all the way", so the inverse amplifies an error in ``y_b`` by at most ``1/m``; Glow's form gives 0."""
+    glow, floored = (CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid",
+                                   min_scale=m).double() for m in (0.0, 0.25))
+    for block in (glow, floored):
+        torch.nn.init.constant_(block.subnet_b[-1].bias[2:], -60.0)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    (y_glow,), _ = glow([x])
+    (y,), log_det = floored([x])
+    assert y_glow[:, 2:].abs().max() <= 1e-20
+    assert torch.allclose(y[:, 2:], 0.25 * x[:, 2:])
+    assert torch.allclose(log_det, torch.full((3,), 2 * torch.log(torch.tensor(0.25)).item(), dtype=torch.float64))
+    error = torch.zeros_like(y)
+    error[:, 2:] = 1e-6
+    (x_back,), _ = floored([y + error], rev=True)
+    assert (x_back - x).abs().max() <= 1e-6 / 0.25 * (1 + 1e-9)
+
+
+def test_min_scale_zero_is_glows_sigmoid_and_out_of_range_floors_are_refused():
+    torch.manual_seed(3)
+    blocks = [CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid", min_scale=m)
+              for m in (0.0, 1e-12)]
+    perturb_(blocks[0])
+    blocks[1].load_state_dict(blocks[0].state_dict())
+    x = torch.randn(3, 4)
+    (y0,), log_det0 = blocks[0]([x])
+    (y1,), log_det1 = blocks[1]([x])
+    assert torch.allclose(y0, y1) and torch.allclose(log_det0, log_det1, atol=1e-5)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="min_scale must be in"):
+            CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid", min_scale=bad)
+
+
 def test_zero_initialised_priors_are_the_identity():
     x = torch.randn(2, 4, 3, 3)
     (kept, eps), log_det = Split([(4, 3, 3)])([x])

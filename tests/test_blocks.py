@@ -81,6 +81,8 @@ BLOCK_CASES = [
               kwargs={"subnet_constructor": CONV, "transform": "affine_soft_clamp", "clamp": 1.5}),
     BlockCase("coupling_sigmoid_conditional", CouplingBlock, (4, 4, 4), [(2, 4, 4)],
               kwargs={"subnet_constructor": CONV, "transform": "affine_sigmoid"}),
+    BlockCase("coupling_sigmoid_floored_conditional", CouplingBlock, (4, 4, 4), [(2, 4, 4)],
+              kwargs={"subnet_constructor": CONV, "transform": "affine_sigmoid", "min_scale": 0.2}),
     BlockCase("coupling_additive_conditional", CouplingBlock, (4, 4, 4), [(2, 4, 4), (1, 4, 4)],
               kwargs={"subnet_constructor": CONV, "transform": "additive"}),
     BlockCase("coupling_two_sided_conditional", CouplingBlock, (4, 4, 4), [(2, 4, 4)],

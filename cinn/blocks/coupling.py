@@ -22,8 +22,8 @@ class CouplingBlock(InvertibleModule):
     With ``[t, h] = NN([x_a, c])`` (the condition tensors concatenated on the channel axis):
 
     * ``"additive"``:          ``y_b = x_b + t``,                      ``log_det = 0``
-    * ``"affine_sigmoid"``:    ``y_b = (x_b + t) · σ(h + 2)``          (Glow),
-      ``log_det = Σ log σ(h + 2)``
+    * ``"affine_sigmoid"``:    ``y_b = (x_b + t) · s`` with ``s = m + (1 − m)·σ(h + 2)`` (Glow: ``m = 0``),
+      ``log_det = Σ log s``
     * ``"affine_soft_clamp"``: ``y_b = x_b · exp(s) + t`` with ``s = clamp·(2/π)·atan(h/clamp)``
       (cINN), ``log_det = Σ s``
 
@@ -34,6 +34,12 @@ class CouplingBlock(InvertibleModule):
     The subnets' last layers are zero-initialised (see :mod:`cinn.blocks.subnets`), so additive
     and soft-clamp blocks start as the identity; the sigmoid form starts as the fixed scaling
     ``y_b = x_b · σ(2)``, as in Glow.
+
+    The floor ``m = min_scale`` bounds the sigmoid form's inverse, ``x_b = y_b / s − t``: it
+    amplifies rounding errors by at most ``1/m`` per coupling. Glow's ``σ(h + 2)`` (``m = 0``) lets a
+    trained model contract some inputs by 10⁻⁴ and more, and float32 inversion then fails on them
+    (Behrmann et al. 2021, "Understanding and mitigating exploding inverses in invertible neural
+    networks"; BENCHMARKS.md, "Trained models stay invertible").
 
     Shapes: ``x`` is ``(B, C, H, W)`` with conditions ``(B, C_c, H, W)`` for conv subnets, or
     ``(B, C)`` with conditions ``(B, C_c)`` for fully connected subnets; ``C_a = C // 2``.
@@ -48,11 +54,14 @@ class CouplingBlock(InvertibleModule):
                  subnet_constructor: SubnetConstructor,
                  transform: CouplingTransform = "affine_sigmoid",
                  clamp: float = 2.0,
+                 min_scale: float = 0.0,
                  two_sided: bool = False):
         super().__init__(dims_in, dims_c)
         if transform not in ("additive", "affine_sigmoid", "affine_soft_clamp"):
             raise ValueError(f"unknown coupling transform {transform!r}; "
                              "use 'additive', 'affine_sigmoid' or 'affine_soft_clamp'")
+        if not 0.0 <= min_scale < 1.0:
+            raise ValueError(f"min_scale must be in [0, 1), got {min_scale}")
         channels = dims_in[0][0]
         if channels < 2:
             raise ValueError(f"a coupling block needs at least 2 channels to split, got {channels}; "
@@ -64,6 +73,7 @@ class CouplingBlock(InvertibleModule):
         self.split_sizes = (channels // 2, channels - channels // 2)
         self.transform = transform
         self.clamp = clamp
+        self.min_scale = min_scale
         condition_channels = sum(shape[0] for shape in self.dims_c)
         factor = 1 if transform == "additive" else 2
         size_a, size_b = self.split_sizes
@@ -72,7 +82,9 @@ class CouplingBlock(InvertibleModule):
 
     def _log_scale(self, raw: Tensor) -> Tensor:
         if self.transform == "affine_sigmoid":
-            return F.logsigmoid(raw + 2.0)
+            if self.min_scale == 0.0:
+                return F.logsigmoid(raw + 2.0)
+            return torch.log(torch.sigmoid(raw + 2.0) * (1.0 - self.min_scale) + self.min_scale)
         return self.clamp * (2.0 / math.pi) * torch.atan(raw / self.clamp)
 
     def _subnet_output(self, subnet: nn.Module, given: Tensor, conditions: Sequence[Tensor]) -> Tensor:

@@ -35,7 +35,7 @@ def check_multiscale_shape(input_shape: Sequence[int], n_levels: int) -> None:
 
 
 def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, steps_per_level: int = 32,
-               hidden_channels: int = 512, coupling: GlowCoupling = "affine",
+               hidden_channels: int = 512, coupling: GlowCoupling = "affine", min_scale: float = 0.0,
                permutation: GlowPermutation = "lu", learn_top_prior: bool = True, split_prior: bool = True,
                n_classes: int = 0, seed: int = 0) -> Flow:
     r"""Multi-scale Glow: ``L`` levels of [squeeze → K × (ActNorm → 1x1 conv → coupling)] → split.
@@ -46,8 +46,10 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
     (Glow's ``ycond``): pass ``c`` as integer labels ``(B,)`` or one-hot ``(B, n_classes)``.
 
     Couplings use Glow's conv subnet (3x3 → ReLU → 1x1 → ReLU → zero 3x3, width
-    ``hidden_channels``) and, for ``"affine"``, the scale ``σ(h + 2)``. ``permutation`` picks the
-    channel mixing: learned 1x1 conv (``"lu"``, ``"plain"``) or fixed (``"reverse"``, ``"shuffle"``).
+    ``hidden_channels``) and, for ``"affine"``, the scale ``σ(h + 2)``, or
+    ``min_scale + (1 − min_scale)·σ(h + 2)`` to bound the inverse (see :class:`~cinn.blocks.CouplingBlock`).
+    ``permutation`` picks the channel mixing: learned 1x1 conv (``"lu"``, ``"plain"``) or fixed
+    (``"reverse"``, ``"shuffle"``).
 
     The model maps ``x`` of shape ``(B, *input_shape)`` to ``n_levels`` latents; inputs are
     expected dequantised in ``[0, 1]`` (see :mod:`cinn.likelihood`).
@@ -80,7 +82,7 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
             flow.append(ActNorm)
             extra = {"seed": seed + level * steps_per_level + step} if permutation == "shuffle" else {}
             flow.append(permutation_class, **permutation_kwargs, **extra)
-            flow.append(CouplingBlock, subnet_constructor=subnet, transform=transform)
+            flow.append(CouplingBlock, subnet_constructor=subnet, transform=transform, min_scale=min_scale)
         if level < n_levels - 1:
             flow.append(Split, learned_prior=split_prior,
                         condition=class_condition if split_prior else None)
