@@ -28,9 +28,10 @@ def prepared_batches(dataset: Dataset, objective: Objective, *, batch_size: int 
     device = torch.device(device)
     indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, collate_fn=collate_images)
-    for index, (images, labels) in enumerate(tqdm(loader, desc=description, disable=not progress, leave=False)):
-        generator = torch.Generator(device).manual_seed(step_seed(seed, index, stream=2))
-        yield objective.prepare(images.to(device), labels.to(device), generator)
+    with tqdm(loader, desc=description, disable=not progress, leave=False) as bar:  # closed if abandoned
+        for index, (images, labels) in enumerate(bar):
+            generator = torch.Generator(device).manual_seed(step_seed(seed, index, stream=2))
+            yield objective.prepare(images.to(device), labels.to(device), generator)
 
 
 class BitsPerDim(NamedTuple):

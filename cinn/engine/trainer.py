@@ -6,7 +6,7 @@ import csv
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,10 +289,9 @@ class Trainer:
         last: dict[str, float] = {}
         self._session_start = time.monotonic()
         window_start, window_images = time.monotonic(), 0
-        bar = tqdm(total=config.steps, initial=self.step, desc=self.task, disable=not self.progress,
-                   dynamic_ncols=True)
         self.model.train()
-        with self._stop_on_sigint():
+        with self._stop_on_sigint(), _progress_bar(total=config.steps, initial=self.step, desc=self.task,
+                                                   disable=not self.progress, dynamic_ncols=True) as bar:
             for images, labels in loader:
                 generator = torch.Generator(self.device).manual_seed(step_seed(config.seed, self.step))
                 x, c = self.objective.prepare(images.to(self.device, non_blocking=True),
@@ -350,7 +349,6 @@ class Trainer:
                     reason = "interrupted" if self._stop_requested else "time budget reached"
                     tqdm.write(f"{reason} at step {self.step}; checkpoint written to {self.checkpoint_path}")
                     break
-        bar.close()
         writer.close()
         if self.group.is_main:
             if self.sample_fn is not None:
@@ -370,6 +368,20 @@ class Trainer:
         self.model.train()
         save_grid(images, self.run_dir / "samples" / f"step_{self.step:07d}.png",
                   nrow=math.ceil(math.sqrt(len(images))))
+
+
+@contextmanager
+def _progress_bar(**tqdm_arguments: Any) -> Iterator[tqdm]:
+    """A tqdm bar that stays on screen when the loop ends and is erased when it raises (one error line
+    follows instead), and is closed either way, so no stale bar shifts later ones."""
+    bar = tqdm(**tqdm_arguments)
+    try:
+        yield bar
+    except BaseException:
+        bar.leave = False
+        raise
+    finally:
+        bar.close()
 
 
 def _global_mean(value: Tensor, group: ProcessGroup) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
+
 from cinn.blocks import (
     ActNorm,
     ChannelPermutation,
@@ -53,6 +55,8 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
 
     The model maps ``x`` of shape ``(B, *input_shape)`` to ``n_levels`` latents; inputs are
     expected dequantised in ``[0, 1]`` (see :mod:`cinn.likelihood`).
+    Parameters are stored channels_last (NHWC): the CPU convolutions (oneDNN) run faster on that layout
+    (sampling ~2x faster; BENCHMARKS.md, "Sampling 10,000 Fashion-MNIST images").
 
     Example:
         >>> glow = build_glow((1, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=16)
@@ -88,4 +92,4 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
                         condition=class_condition if split_prior else None)
     if learn_top_prior or n_classes > 0:
         flow.append(LearnedPrior, learn_top=learn_top_prior, condition=class_condition)
-    return flow
+    return flow.to(memory_format=torch.channels_last)
