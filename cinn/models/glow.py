@@ -39,7 +39,7 @@ def check_multiscale_shape(input_shape: Sequence[int], n_levels: int) -> None:
 def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, steps_per_level: int = 32,
                hidden_channels: int = 512, coupling: GlowCoupling = "affine", min_scale: float = 0.0,
                permutation: GlowPermutation = "lu", learn_top_prior: bool = True, split_prior: bool = True,
-               n_classes: int = 0, seed: int = 0) -> Flow:
+               n_classes: int = 0, seed: int = 0, channels_last: bool = True) -> Flow:
     r"""Multi-scale Glow: ``L`` levels of [squeeze → K × (ActNorm → 1x1 conv → coupling)] → split.
 
     Every level but the last ends in a :class:`~cinn.blocks.Split` whose learned prior predicts
@@ -55,8 +55,9 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
 
     The model maps ``x`` of shape ``(B, *input_shape)`` to ``n_levels`` latents; inputs are
     expected dequantised in ``[0, 1]`` (see :mod:`cinn.likelihood`).
-    Parameters are stored channels_last (NHWC): the CPU convolutions (oneDNN) run faster on that layout
-    (sampling ~2x faster; BENCHMARKS.md, "Sampling 10,000 Fashion-MNIST images").
+    With ``channels_last`` the parameters are stored NHWC: on the CPU that makes the convolutions of
+    narrow models faster (Fashion-MNIST config: sampling 1.4x, training 1.1–1.2x) and those of width 512
+    slower (CIFAR config: training 0.88x); BENCHMARKS.md, "Sampling 10,000 Fashion-MNIST images".
 
     Example:
         >>> glow = build_glow((1, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=16)
@@ -92,4 +93,4 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
                         condition=class_condition if split_prior else None)
     if learn_top_prior or n_classes > 0:
         flow.append(LearnedPrior, learn_top=learn_top_prior, condition=class_condition)
-    return flow.to(memory_format=torch.channels_last)
+    return flow.to(memory_format=torch.channels_last) if channels_last else flow
