@@ -6,6 +6,7 @@ import datetime
 import platform
 import resource
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,10 +109,13 @@ class BenchReport:
 def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size: int, steps: int,
                        device: torch.device, precision: str = "fp32", compile: bool = False,
                        backprop: Backprop = "standard", sample_batch: int = 64,
-                       warmup_steps: int = 2) -> BenchReport:
-    """Time ``steps`` training steps (forward, bits/dim loss, backward, Adamax) on random data, count
-    their FLOPs, and time sampling ``sample_batch`` images. ``backprop="inversion"`` trains with
-    backprop by inversion (:mod:`cinn.models.inverted_backprop`)."""
+                       warmup_steps: int = 2,
+                       optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None
+                       ) -> BenchReport:
+    """Time ``steps`` training steps (forward, bits/dim loss, backward, optimiser step) on random data,
+    count their FLOPs, and time sampling ``sample_batch`` images. ``optimizer`` builds the optimiser from
+    the parameters (default: Adamax, lr 1e-4; the tasks pass the engine's, as configured).
+    ``backprop="inversion"`` trains with backprop by inversion (:mod:`cinn.models.inverted_backprop`)."""
     model = model.to(device).train()
     x = torch.rand(batch_size, *image_shape, device=device)
     condition = (torch.arange(batch_size, device=device) % model.condition_shapes[0][0]
@@ -119,7 +123,8 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
     with torch.no_grad():
         model.log_prob(x, condition)  # data-dependent init
     model.backprop = backprop
-    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-4)
+    parameters = list(model.parameters())
+    optimizer = (optimizer or (lambda params: torch.optim.Adamax(params, lr=1e-4)))(parameters)
     forward = torch.compile(model) if compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     dims = x[0].numel()

@@ -31,6 +31,7 @@ from cinn.engine import (
     DequantizedImages,
     TrainConfig,
     Trainer,
+    build_optimizer,
     close_process_group,
     evaluate_bits_per_dim,
     init_process_group,
@@ -62,7 +63,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """``min_scale``: floor of the affine coupling's scale (0 is Glow's ``σ(h + 2)``; see ``CouplingBlock``).
-    ``channels_last``: store the parameters NHWC (faster on the CPU for narrow models; see ``build_glow``)."""
+    ``channels_last``: parameters and activations NHWC (faster on the CPU; see ``build_glow``)."""
 
     n_levels: int = 2
     steps_per_level: int = 8
@@ -216,7 +217,8 @@ def bench(args: argparse.Namespace, overrides: Sequence[str]) -> None:
     model = build_model(config, image_shape, 0)
     report = benchmark_training(model, image_shape, batch_size=config.train.batch_size, steps=args.steps,
                                 device=device, precision=config.train.precision, compile=config.train.compile,
-                                backprop=config.train.backprop, sample_batch=args.sample_batch)
+                                backprop=config.train.backprop, sample_batch=args.sample_batch,
+                                optimizer=lambda parameters: build_optimizer(parameters, config.train))
     print(report.format())
     if args.record:
         report.append_to(Path("BENCHMARKS.md"), command="python -m tasks.glow " + " ".join(sys.argv[1:]))

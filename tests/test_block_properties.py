@@ -15,6 +15,7 @@ from cinn.blocks import (
     InvertibleConv1x1LU,
     LearnedPrior,
     OrthogonalPermutation,
+    PointwiseConv2d,
     Split,
     conv_subnet,
     fc_subnet,
@@ -173,3 +174,25 @@ def test_orthogonal_permutation_survives_save_load():
     restored = OrthogonalPermutation([(5,)], seed=2)
     restored.load_state_dict(saved.state_dict())
     assert torch.equal(restored.weight, saved.weight)
+
+
+def test_pointwise_conv_as_matrix_product_equals_the_1x1_convolution():
+    """On channels_last input the 1x1 layer runs as a matrix product; outputs and all gradients must be
+    those of ``nn.Conv2d`` with the same parameters, and the state dict must load into one."""
+    torch.manual_seed(0)
+    pointwise = PointwiseConv2d(5, 7).double().to(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(5, 7, 1).double()
+    conv.load_state_dict(pointwise.state_dict())
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64)
+    x_last = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_first = x.clone().requires_grad_()
+    grad = torch.randn(3, 7, 4, 6, dtype=torch.float64)
+    out_last, out_first = pointwise(x_last), conv(x_first)
+    assert out_last.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out_last, out_first, rtol=1e-12, atol=1e-12)
+    out_last.backward(grad)
+    out_first.backward(grad)
+    torch.testing.assert_close(x_last.grad, x_first.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pointwise.weight.grad, conv.weight.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pointwise.bias.grad, conv.bias.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pointwise(x), conv(x), rtol=1e-12, atol=1e-12)  # NCHW: the convolution

@@ -250,6 +250,35 @@ def test_conv_builders_store_parameters_channels_last():
 
 
 def test_glow_channels_last_false_keeps_parameters_contiguous():
-    """Wide models train faster NCHW (the CIFAR config turns channels_last off)."""
     glow = build_glow((1, 8, 8), n_levels=2, steps_per_level=1, hidden_channels=8, channels_last=False)
     assert all(p.is_contiguous() for p in glow.parameters())
+
+
+def _conv_layouts_during_a_training_step(model: Flow, x: torch.Tensor, c: torch.Tensor | None = None) -> set[str]:
+    """The memory layouts of every 3x3 convolution's input and output gradient in a forward/backward pass."""
+    def layout(t: torch.Tensor) -> str:  # a channel slice of an NHWC tensor counts as NHWC
+        return "nhwc" if t.stride(1) == 1 or t.shape[1] == 1 else "nchw"
+
+    seen: set[str] = set()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    hooks = [h for conv in convs for h in (
+        conv.register_forward_hook(lambda _m, inputs, _out: seen.add(f"input {layout(inputs[0])}")),
+        conv.register_full_backward_hook(lambda _m, _gin, gout: seen.add(f"grad {layout(gout[0])}")))]
+    (-model.log_prob(x, c).mean()).backward()
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the condition net's input needs no gradient
+def test_channels_last_models_never_convert_layouts_in_training():
+    """A channels_last flow runs its activations NHWC too: a convolution fed an NCHW input or gradient
+    converts it first (with NHWC weights only, the CIFAR Glow trained slower than NCHW)."""
+    torch.manual_seed(0)
+    glow = build_glow((3, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=8)
+    x = torch.rand(2, 3, 8, 8)
+    assert _conv_layouts_during_a_training_step(glow, x) == {"input nhwc", "grad nhwc"}
+    cinn = build_cinn((2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=1, hidden_channels=8)
+    assert _conv_layouts_during_a_training_step(cinn, torch.rand(2, 2, 8, 8), torch.rand(2, 1, 8, 8)) == {
+        "input nhwc", "grad nhwc"}
+    assert glow.sample(2).is_contiguous()

@@ -11,7 +11,7 @@ from cinn.blocks.invconv import InvertibleConv1x1, InvertibleConv1x1LU, random_r
 from cinn.blocks.permutation import ChannelPermutation, OrthogonalPermutation
 from cinn.blocks.prior import LearnedPrior, Split
 from cinn.blocks.reshape import HaarDownsampling, Squeeze
-from cinn.blocks.subnets import ZeroConv2d, conv_subnet, fc_subnet, zero_linear
+from cinn.blocks.subnets import PointwiseConv2d, ZeroConv2d, conv_subnet, fc_subnet, zero_linear
 
 __all__ = [
     "ActNorm",
@@ -22,6 +22,7 @@ __all__ = [
     "InvertibleConv1x1LU",
     "LearnedPrior",
     "OrthogonalPermutation",
+    "PointwiseConv2d",
     "Split",
     "Squeeze",
     "ZeroConv2d",

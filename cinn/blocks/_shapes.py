@@ -35,3 +35,9 @@ def mix_channels(x: Tensor, weight: Tensor) -> Tensor:
 def per_sample(value: Tensor | float, like: Tensor) -> Tensor:
     """Broadcast a scalar log-det to one entry per sample of ``like``: shape ``(B,)``."""
     return torch.as_tensor(value, dtype=like.dtype, device=like.device).expand(like.shape[0])
+
+
+def sum_per_sample(x: Tensor) -> Tensor:
+    """Sum over all but the batch axis: ``(B, ...) → (B,)``. Unlike ``x.flatten(1).sum(1)`` it never copies,
+    so a channels_last ``x`` keeps its layout in the backward pass too."""
+    return x.sum(dim=tuple(range(1, x.dim())))

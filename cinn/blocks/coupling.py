@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
+from cinn.blocks._shapes import sum_per_sample
 from cinn.blocks.subnets import SubnetConstructor
 
 CouplingTransform = Literal["additive", "affine_sigmoid", "affine_soft_clamp"]
@@ -96,7 +97,7 @@ class CouplingBlock(InvertibleModule):
             return (target - params if rev else target + params), target.new_zeros(target.shape[0])
         shift, raw = params.chunk(2, dim=1)
         log_scale = self._log_scale(raw)
-        log_det = log_scale.flatten(1).sum(1)
+        log_det = sum_per_sample(log_scale)
         if self.transform == "affine_sigmoid":
             out = target * torch.exp(-log_scale) - shift if rev else (target + shift) * torch.exp(log_scale)
         else:

@@ -14,12 +14,13 @@ import torch
 from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
+from cinn.blocks._shapes import sum_per_sample
 from cinn.blocks.subnets import ZeroConv2d, zero_linear
 
 
 def _standardise(z: Tensor, mean: Tensor, log_scale: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
     """``ε = (z − μ)·exp(−log σ)`` (forward) or ``z = ε·exp(log σ) + μ`` (reverse), with log-det."""
-    log_det = log_scale.expand_as(z).flatten(1).sum(1)
+    log_det = sum_per_sample(log_scale.expand_as(z))
     if rev:
         return z * torch.exp(log_scale) + mean, log_det
     return (z - mean) * torch.exp(-log_scale), -log_det

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 SubnetConstructor = Callable[[int, int], nn.Module]
@@ -29,6 +30,27 @@ class ZeroConv2d(nn.Module):
         return self.conv(x) * torch.exp(3.0 * self.log_gain)
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """1x1 convolution ``(B, C_in, H, W) → (B, C_out, H, W)`` that runs as one matrix product
+    ``(B·H·W, C_in) @ (C_in, C_out)`` on a channels_last input (a zero-copy view), which the CPU does faster
+    than oneDNN's 1x1 convolution (width 512, 16x16, batch 16: backward 33 vs 38–42 ms); other layouts use
+    the convolution. Same parameters and state dict as ``nn.Conv2d(in_channels, out_channels, 1)``.
+
+    Example:
+        >>> layer = PointwiseConv2d(8, 4).to(memory_format=torch.channels_last)
+        >>> y = layer(torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last))  # (2, 4, 5, 5)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        weight = self.weight.view(self.out_channels, self.in_channels)
+        return F.linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
+
+
 def zero_linear(in_features: int, out_features: int) -> nn.Linear:
     """A linear layer whose weight and bias start at zero."""
     layer = nn.Linear(in_features, out_features)
@@ -48,7 +70,8 @@ def conv_subnet(hidden_channels: int, middle_kernel_size: int = 1) -> SubnetCons
         return nn.Sequential(
             nn.Conv2d(in_channels, hidden_channels, 3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(hidden_channels, hidden_channels, middle_kernel_size, padding=middle_kernel_size // 2),
+            (PointwiseConv2d(hidden_channels, hidden_channels) if middle_kernel_size == 1 else
+             nn.Conv2d(hidden_channels, hidden_channels, middle_kernel_size, padding=middle_kernel_size // 2)),
             nn.ReLU(),
             ZeroConv2d(hidden_channels, out_channels),
         )

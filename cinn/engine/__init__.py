@@ -4,7 +4,7 @@ from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkp
 from cinn.engine.distributed import ProcessGroup, close_process_group, init_process_group, resolve_device
 from cinn.engine.evaluate import BitsPerDim, evaluate_bits_per_dim, prepared_batches
 from cinn.engine.objective import DequantizedImages, GaussianNoiseImages, Objective
-from cinn.engine.trainer import NonFiniteTrainingError, TrainConfig, Trainer, trained_weights
+from cinn.engine.trainer import NonFiniteTrainingError, TrainConfig, Trainer, build_optimizer, trained_weights
 
 __all__ = [
     "BitsPerDim",
@@ -16,6 +16,7 @@ __all__ = [
     "ProcessGroup",
     "TrainConfig",
     "Trainer",
+    "build_optimizer",
     "close_process_group",
     "evaluate_bits_per_dim",
     "init_process_group",

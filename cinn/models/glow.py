@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import torch
-
 from cinn.blocks import (
     ActNorm,
     ChannelPermutation,
@@ -55,9 +53,9 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
 
     The model maps ``x`` of shape ``(B, *input_shape)`` to ``n_levels`` latents; inputs are
     expected dequantised in ``[0, 1]`` (see :mod:`cinn.likelihood`).
-    With ``channels_last`` the parameters are stored NHWC: on the CPU that makes the convolutions of
-    narrow models faster (Fashion-MNIST config: sampling 1.4x, training 1.1–1.2x) and those of width 512
-    slower (CIFAR config: training 0.88x); BENCHMARKS.md, "Sampling 10,000 Fashion-MNIST images".
+    With ``channels_last`` (:meth:`~cinn.models.Flow.use_channels_last`) parameters and activations are
+    NHWC, which the CPU's convolutions run faster: Fashion-MNIST config sampling ~2x, CIFAR config
+    training 1.06–1.09x (BENCHMARKS.md).
 
     Example:
         >>> glow = build_glow((1, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=16)
@@ -93,4 +91,4 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
                         condition=class_condition if split_prior else None)
     if learn_top_prior or n_classes > 0:
         flow.append(LearnedPrior, learn_top=learn_top_prior, condition=class_condition)
-    return flow.to(memory_format=torch.channels_last) if channels_last else flow
+    return flow.use_channels_last() if channels_last else flow
