@@ -88,12 +88,13 @@ class BenchReport:
     matmul_bf16_gflops: float
 
     def format(self) -> str:
+        bf16 = (f"{self.train_gflops / self.matmul_bf16_gflops:.0%} of bf16 matmul "
+                f"({self.matmul_bf16_gflops:.0f} GFLOP/s)" if self.matmul_bf16_gflops >= self.matmul_fp32_gflops
+                else f"bf16 matmul {self.matmul_bf16_gflops:.0f} GFLOP/s, slower than fp32: no bf16 units")
         return (f"{self.description} on {self.device}, batch {self.batch_size}\n"
                 f"  training: {self.train_images_per_s:.1f} img/s, {self.train_gflop_per_image:.2f} GFLOP/img, "
                 f"{self.train_gflops:.1f} GFLOP/s = {self.train_gflops / self.matmul_fp32_gflops:.0%} of fp32 "
-                f"matmul ({self.matmul_fp32_gflops:.0f} GFLOP/s), "
-                f"{self.train_gflops / self.matmul_bf16_gflops:.0%} of bf16 matmul "
-                f"({self.matmul_bf16_gflops:.0f} GFLOP/s)\n"
+                f"matmul ({self.matmul_fp32_gflops:.0f} GFLOP/s), {bf16}\n"
                 f"  sampling: {self.sample_images_per_s:.1f} img/s\n"
                 f"  peak memory: {self.peak_memory_mb:.0f} MiB; activations kept for backward: "
                 f"{self.saved_activations_mb:.0f} MiB")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from mnist_fixture import write_mnist_fixture
 
+from cinn.bench import BenchReport
 from cinn.cli import run_command
 from cinn.engine import load_checkpoint
 from tasks import glow
@@ -162,5 +163,17 @@ def test_bench_prints_throughput_memory_and_flops():
     result = run(glow_command("bench", "--config", "configs/glow/tiny.yaml", "--shape", "1", "8", "8",
                               "--steps", "2", "--sample-batch", "4"))
     assert result.returncode == 0, result.stderr
-    for needle in ("img/s", "GFLOP/img", "of fp32 matmul", "of bf16 matmul", "peak memory"):
+    for needle in ("img/s", "GFLOP/img", "of fp32 matmul", "bf16 matmul", "peak memory"):
         assert needle in result.stdout
+
+
+@pytest.mark.parametrize("bf16_gflops, expected", [
+    (600.0, "25% of bf16 matmul (600 GFLOP/s)"),
+    (1.3, "bf16 matmul 1 GFLOP/s, slower than fp32: no bf16 units")])
+def test_bench_report_gives_a_bf16_fraction_only_where_the_machine_has_bf16_units(bf16_gflops, expected):
+    report = BenchReport(description="Flow", device="CPU", batch_size=16, train_images_per_s=4.0,
+                         sample_images_per_s=8.0, peak_memory_mb=100.0, saved_activations_mb=10.0,
+                         train_gflop_per_image=37.5, train_gflops=150.0, matmul_fp32_gflops=180.0,
+                         matmul_bf16_gflops=bf16_gflops)
+    assert "83% of fp32 matmul (180 GFLOP/s)" in report.format()
+    assert expected in report.format()
