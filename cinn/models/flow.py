@@ -67,8 +67,13 @@ class Flow(nn.Module):
 
     def use_channels_last(self) -> Flow:
         """Store 4-D parameters NHWC and run image activations (inputs, latents, image conditions) in that
-        layout too, so no convolution converts layouts in the forward or backward pass. Faster on the CPU
-        for narrow convolutions (BENCHMARKS.md). Returns the flow; outputs of :meth:`inverse` stay NCHW."""
+        layout too, so no convolution converts layouts in the forward or backward pass; the CPU runs the
+        convolutions faster so (BENCHMARKS.md). Returns the flow; :meth:`inverse` still returns NCHW images.
+
+        Example:
+            >>> flow = build_glow((1, 8, 8), n_levels=2, steps_per_level=1, channels_last=False)
+            >>> flow = flow.use_channels_last()   # what build_glow does by default
+        """
         self.memory_format = torch.channels_last
         return self.to(memory_format=torch.channels_last)
 
