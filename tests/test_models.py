@@ -240,7 +240,7 @@ def test_out_of_range_labels_are_rejected():
 
 
 def test_conv_builders_store_parameters_channels_last():
-    """Narrow models sample ~1.4x faster on NHWC weights (BENCHMARKS.md, sampling section)."""
+    """The CPU runs the convolutions faster on NHWC (BENCHMARKS.md, sampling and training sections)."""
     models = [build_glow((1, 8, 8), n_levels=2, steps_per_level=1, hidden_channels=8),
               build_cinn((2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=1, hidden_channels=8)]
     for model in models:

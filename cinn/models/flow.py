@@ -108,7 +108,7 @@ class Flow(nn.Module):
         return math.prod(self.input_shape)
 
     def conditions(self, c: Condition) -> list[Tensor]:
-        """The condition tensors the blocks receive for user condition ``c``."""
+        """The condition tensors the blocks receive for user condition ``c`` (in the flow's memory layout)."""
         if not self.condition_shapes:
             if c is not None:
                 raise ValueError("this model is unconditional: call it without a condition")
@@ -116,8 +116,8 @@ class Flow(nn.Module):
         if c is None:
             raise ValueError("this model is conditional: pass a condition c")
         if self.condition_net is not None:
-            return list(self.condition_net(self._in_layout([c])[0] if isinstance(c, Tensor) else c))
-        return [c] if isinstance(c, Tensor) else list(c)
+            c = self.condition_net(self._in_layout([c])[0] if isinstance(c, Tensor) else c)
+        return self._in_layout([c] if isinstance(c, Tensor) else list(c))
 
     def _run_block(self, index: int, inputs: list[Tensor], conditions: Sequence[Tensor],
                    rev: bool) -> tuple[tuple[Tensor, ...], Tensor | float]:
@@ -128,7 +128,7 @@ class Flow(nn.Module):
 
     def transform(self, x: Tensor, c: Condition = None) -> tuple[list[Tensor], Tensor]:
         """Forward pass: ``x ↦ (latents, log|det ∂latents/∂x|)``; log-det has shape ``(B,)``."""
-        conditions = self._in_layout(self.conditions(c))
+        conditions = self.conditions(c)
         (x,) = self._in_layout([x])
         if self.backprop == "inversion" and torch.is_grad_enabled():
             return transform_inverting_for_backward(self, x, conditions)
@@ -151,7 +151,7 @@ class Flow(nn.Module):
         """Reverse pass: ``latents ↦ (x, log|det ∂x/∂latents|)`` (minus the forward log-det)."""
         if len(latents) != len(self.latent_shapes):
             raise ValueError(f"expected {len(self.latent_shapes)} latent tensors, got {len(latents)}")
-        conditions = self._in_layout(self.conditions(c))
+        conditions = self.conditions(c)
         remaining = self._in_layout(latents)
         h = remaining.pop()
         log_det = h.new_zeros(h.shape[0])

@@ -54,7 +54,7 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
     The model maps ``x`` of shape ``(B, *input_shape)`` to ``n_levels`` latents; inputs are
     expected dequantised in ``[0, 1]`` (see :mod:`cinn.likelihood`).
     With ``channels_last`` (:meth:`~cinn.models.Flow.use_channels_last`) parameters and activations are
-    NHWC, which the CPU's convolutions run faster: Fashion-MNIST config sampling ~2x, CIFAR config
+    NHWC, which the CPU's convolutions run faster: Fashion-MNIST config sampling ~1.5x, CIFAR config
     training 1.06–1.09x (BENCHMARKS.md).
 
     Example:
