@@ -118,6 +118,23 @@ def test_log_prob_is_standard_normal_latents_plus_log_det(case):
     assert sum(z[0].numel() for z in latents) == model.latent_dims
 
 
+def test_bf16_autocast_model_inverts_to_float32_precision_with_a_float32_likelihood(case):
+    """``--precision bf16``: the subnets run in bfloat16, everything on the path x → z in float32."""
+    model = case.model().float()
+    x, c = case.inputs()
+    x, c = x.float(), (c.float() if c is not None and c.is_floating_point() else c)
+    expected = model.log_prob(x, c)
+    float32_error = (model.decode(model.encode(x, c), c) - x).abs().max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_prob = model.log_prob(x, c)
+        latents = model.encode(x, c)
+        x_back = model.decode(latents, c)
+    assert log_prob.dtype == torch.float32 and all(z.dtype == torch.float32 for z in latents)
+    # a subnet input one float32 rounding away from a bf16 rounding boundary can flip, so allow 10x float32's error
+    assert (x_back - x).abs().max() <= max(1e-4, 10 * float32_error)
+    assert 0 < (log_prob - expected).abs().max() <= 0.01 * expected.abs().max()
+
+
 @pytest.mark.parametrize("case", CONDITIONAL_MODELS, ids=by_name)
 def test_condition_changes_log_prob_and_samples(case):
     model = case.model()

@@ -20,15 +20,25 @@ def channel_param_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return (1, shape[0]) + (1,) * (len(shape) - 1)
 
 
+def exact_precision(x: Tensor) -> torch.autocast:
+    """Context in which ``x``'s device runs no autocast: the invertible path of a flow (1x1 convolutions,
+    wavelet filters) stays in ``x.dtype`` under ``--precision bf16``; only the coupling subnets and prior
+    networks, whose outputs the blocks cast back, run in bfloat16. A bf16 map between latents would be
+    invertible only to 3 significant digits."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def mix_channels(x: Tensor, weight: Tensor) -> Tensor:
-    """Apply the ``(C_out, C_in)`` matrix ``weight`` to the channel axis of ``x`` at every position.
+    """Apply the ``(C_out, C_in)`` matrix ``weight`` to the channel axis of ``x`` at every position, in
+    ``x.dtype`` even under autocast.
 
     ``x`` is ``(B, C)`` or ``(B, C, H, W)``; for images this is a 1x1 convolution.
     """
-    if x.dim() == 2:
-        return F.linear(x, weight)
-    if x.dim() == 4:
-        return F.conv2d(x, weight[:, :, None, None])
+    with exact_precision(x):
+        if x.dim() == 2:
+            return F.linear(x, weight)
+        if x.dim() == 4:
+            return F.conv2d(x, weight[:, :, None, None])
     raise ValueError(f"expected a (B, C) or (B, C, H, W) tensor, got shape {tuple(x.shape)}")
 
 

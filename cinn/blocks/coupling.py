@@ -89,7 +89,9 @@ class CouplingBlock(InvertibleModule):
         return self.clamp * (2.0 / math.pi) * torch.atan(raw / self.clamp)
 
     def _subnet_output(self, subnet: nn.Module, given: Tensor, conditions: Sequence[Tensor]) -> Tensor:
-        return subnet(torch.cat([given, *conditions], dim=1) if conditions else given)
+        """``NN([given, c])`` in ``given.dtype``: under bf16 autocast the subnet runs in bfloat16, while the
+        scales, shifts and log-det are computed from its output in full precision."""
+        return subnet(torch.cat([given, *conditions], dim=1) if conditions else given).to(given.dtype)
 
     def _transform_target(self, params: Tensor, target: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
         """Transform ``target`` with subnet output ``params``; return it and its log-det."""

@@ -6,7 +6,7 @@ import torch
 from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
-from cinn.blocks._shapes import mix_channels, per_sample, spatial_size
+from cinn.blocks._shapes import exact_precision, mix_channels, per_sample, spatial_size
 
 
 def random_rotation(channels: int, generator: torch.Generator | None = None) -> Tensor:
@@ -88,9 +88,10 @@ class InvertibleConv1x1LU(InvertibleModule):
         return self.permutation.to(dtype), lower, upper
 
     def weight(self) -> Tensor:
-        """The current ``(C, C)`` matrix ``W``."""
+        """The current ``(C, C)`` matrix ``W`` (in the parameters' dtype, even under autocast)."""
         permutation, lower, upper = self._factors(self.lower.dtype)
-        return permutation @ lower @ upper
+        with exact_precision(upper):
+            return permutation @ lower @ upper
 
     def inverse_weight(self) -> Tensor:
         """``W⁻¹`` computed in float64 by two triangular solves."""

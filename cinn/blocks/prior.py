@@ -39,7 +39,7 @@ def _add_class_term(params: Tensor, layer: nn.Linear | None, c: list[Tensor] | N
                     spatial_dims: int) -> Tensor:
     if layer is None:
         return params
-    offset = layer(c[0])
+    offset = layer(c[0]).to(params.dtype)
     return params + offset.view(*offset.shape, *([1] * spatial_dims))
 
 
@@ -88,7 +88,7 @@ class Split(InvertibleModule):
         if self.prior is None:
             out, log_det = eps, kept.new_zeros(kept.shape[0])
         else:
-            params = _add_class_term(self.prior(kept), self.class_term, c, self.spatial_dims)
+            params = _add_class_term(self.prior(kept).to(kept.dtype), self.class_term, c, self.spatial_dims)
             mean, log_scale = params.chunk(2, dim=1)
             out, log_det = _standardise(eps, mean, log_scale, rev)
         if rev:

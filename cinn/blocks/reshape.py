@@ -7,7 +7,7 @@ from FrEIA.modules import HaarDownsampling as FrEIAHaarDownsampling
 from FrEIA.modules import InvertibleModule
 from torch import Tensor
 
-from cinn.blocks._shapes import per_sample
+from cinn.blocks._shapes import exact_precision, per_sample
 
 
 def _halved(shape: tuple[int, ...], block: str) -> tuple[int, int, int]:
@@ -74,12 +74,16 @@ class HaarDownsampling(FrEIAHaarDownsampling):
                 jac: bool = True) -> tuple[tuple[Tensor], Tensor]:
         x = x_or_z[0]
         elements = x[0].numel()
+        with exact_precision(x):
+            return (self._transform(x, rev),), per_sample(elements * (self.jac_rev if rev else self.jac_fwd), x)
+
+    def _transform(self, x: Tensor, rev: bool) -> Tensor:
+        """Wavelet coefficients of ``x`` (forward) or the image with coefficients ``x`` (reverse)."""
         if not rev:
             out = F.conv2d(x, self.haar_weights.to(x.dtype), stride=2, groups=self.in_channels)
             if self.permute:
                 out = out[:, self.perm]
-            return (out * self.fac_fwd,), per_sample(elements * self.jac_fwd, x)
+            return out * self.fac_fwd
         coefficients = x[:, self.perm_inv] if self.permute else x
-        out = F.conv_transpose2d(coefficients * self.fac_rev, self.haar_weights.to(x.dtype), stride=2,
-                                 groups=self.in_channels)
-        return (out,), per_sample(elements * self.jac_rev, x)
+        return F.conv_transpose2d(coefficients * self.fac_rev, self.haar_weights.to(x.dtype), stride=2,
+                                  groups=self.in_channels)
