@@ -2,30 +2,41 @@
 
 The peer is imported from a checkout you provide (``--peer``); nothing of it is part of cinn. Every
 implementation trains on the same random batch (32x32x3, L=3, width 512, affine coupling, LU 1x1 convs),
-each as its users run it: the peer with ``torch.optim.Adam``, cinn with its engine's optimiser (fused Adam).
-Steps alternate between the implementations, round after round, in one process, so that the machine's
-noise hits all of them alike; the median step time of each is reported.
+each as its users run it: the peer with ``torch.optim.Adam`` and the C library's default ``malloc``; cinn with
+its engine's optimiser (fused Adam) and its engine's allocator setting (``retain_freed_memory``).
+
+Each implementation lives in its own worker process (so that each has its own heap and allocator settings),
+and the workers take turns: one training step each, round after round, while the others wait idle. The
+machine's noise (separate runs minutes apart differed by ±10% on a shared 2-core VM) thus hits all of them
+alike; the median step time and each worker's peak RSS are reported.
 
     git clone https://github.com/rosinality/glow-pytorch /tmp/glow-pytorch
     python benchmarks/train_vs_peer.py --peer /tmp/glow-pytorch --steps-per-level 8 --rounds 30
 
-Implementations: ``peer``; ``cinn`` (channels_last, the default); ``cinn-nchw`` (``channels_last=False``);
-``cinn-inversion`` (backprop by inversion).
+Implementations: ``peer``; ``peer-retain`` (the peer with cinn's allocator setting: how much of the gap is
+the allocator); ``cinn`` (channels_last, the default); ``cinn-release`` (cinn with the default ``malloc``);
+``cinn-nchw`` (``channels_last=False``); ``cinn-inversion`` (backprop by inversion).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import torch
 
 from cinn import build_glow
 from cinn.engine import TrainConfig, build_optimizer
+from cinn.engine.allocator import retain_freed_memory
+
+IMPLEMENTATIONS = ("peer", "peer-retain", "cinn", "cinn-release", "cinn-nchw", "cinn-inversion")
 
 
 def peer_step(peer: Path, steps_per_level: int, x: torch.Tensor) -> Callable[[], None]:
@@ -62,40 +73,68 @@ def training_step(loss: Callable[[], torch.Tensor], optimizer: torch.optim.Optim
     return step
 
 
+def worker(name: str, args: argparse.Namespace, connection: Connection) -> None:
+    """Build ``name``, then time one training step per request; answer ``None`` to end with the peak RSS."""
+    if name in ("peer-retain", "cinn", "cinn-nchw", "cinn-inversion"):
+        retain_freed_memory()
+    torch.manual_seed(0)
+    x = torch.rand(args.batch_size, 3, 32, 32)
+    step = (peer_step(args.peer, args.steps_per_level, x) if name.startswith("peer")
+            else cinn_step(name, args.steps_per_level, x))
+    for _ in range(args.warmup):
+        step()
+    connection.send(torch.get_num_threads())
+    while connection.recv():
+        start = time.perf_counter()
+        step()
+        connection.send(time.perf_counter() - start)
+    connection.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer", type=Path, help="checkout of rosinality/glow-pytorch (needed for 'peer')")
-    parser.add_argument("--implementations", default="peer,cinn-nchw,cinn")
+    parser.add_argument("--implementations", default="peer,cinn-nchw,cinn",
+                        help=f"comma-separated, the first is the reference; from {', '.join(IMPLEMENTATIONS)}")
     parser.add_argument("--steps-per-level", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     names = args.implementations.split(",")
-    if "peer" in names and (args.peer is None or not (args.peer / "model.py").is_file()):
-        parser.error("--peer must be a checkout of rosinality/glow-pytorch (with model.py) to time 'peer'")
+    if unknown := [name for name in names if name not in IMPLEMENTATIONS]:
+        parser.error(f"unknown implementation(s) {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
+    peer_missing = args.peer is None or not (args.peer / "model.py").is_file()
+    if any(name.startswith("peer") for name in names) and peer_missing:
+        parser.error("--peer must be a checkout of rosinality/glow-pytorch (with model.py) to time the peer")
 
-    torch.manual_seed(0)
-    x = torch.rand(args.batch_size, 3, 32, 32)
-    steps = {name: (peer_step(args.peer, args.steps_per_level, x) if name == "peer"
-                    else cinn_step(name, args.steps_per_level, x)) for name in names}
-    for step in steps.values():
-        for _ in range(args.warmup):
-            step()
+    context = multiprocessing.get_context("spawn")
+    connections, processes = {}, []
+    for name in names:  # built one after another, so that no two compete for the cores while warming up
+        connections[name], theirs = context.Pipe()
+        process = context.Process(target=worker, args=(name, args, theirs), daemon=True)
+        process.start()
+        processes.append(process)
+        threads = connections[name].recv()
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+        for name in names:
+            connections[name].send(True)
+            times[name].append(connections[name].recv())
+    peak_rss = {}
+    for name in names:
+        connections[name].send(False)
+        peak_rss[name] = connections[name].recv()
+    for process in processes:
+        process.join()
 
     reference = statistics.median(times[names[0]])
-    print(f"K={args.steps_per_level} L=3 width 512, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} alternating rounds")
+    print(f"K={args.steps_per_level} L=3 width 512, batch {args.batch_size}, {threads} threads, "
+          f"{args.rounds} alternating rounds, one process per implementation")
     for name in names:
         median = statistics.median(times[name])
         print(f"  {name:15s} median step {median:.3f} s = {args.batch_size / median:6.2f} img/s "
-              f"({reference / median:.2f}x {names[0]})")
+              f"({reference / median:.2f}x {names[0]}), peak RSS {peak_rss[name]:,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cinn.engine.allocator import retain_freed_memory
 from cinn.likelihood import bits_per_dim
 from cinn.models.flow import Backprop, Flow
 
@@ -110,13 +111,17 @@ class BenchReport:
 def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size: int, steps: int,
                        device: torch.device, precision: str = "fp32", compile: bool = False,
                        backprop: Backprop = "standard", sample_batch: int = 64,
-                       warmup_steps: int = 2,
+                       warmup_steps: int = 2, retain_memory: bool = False,
                        optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None
                        ) -> BenchReport:
     """Time ``steps`` training steps (forward, bits/dim loss, backward, optimiser step) on random data,
     count their FLOPs, and time sampling ``sample_batch`` images. ``optimizer`` builds the optimiser from
     the parameters (default: Adamax, lr 1e-4; the tasks pass the engine's, as configured).
-    ``backprop="inversion"`` trains with backprop by inversion (:mod:`cinn.models.inverted_backprop`)."""
+    ``backprop="inversion"`` trains with backprop by inversion (:mod:`cinn.models.inverted_backprop`).
+    ``retain_memory=True`` applies :func:`~cinn.engine.allocator.retain_freed_memory` on the CPU, as the
+    training engine does with ``train.retain_freed_memory``."""
+    if retain_memory and device.type == "cpu":
+        retain_freed_memory()
     model = model.to(device).train()
     x = torch.rand(batch_size, *image_shape, device=device)
     condition = (torch.arange(batch_size, device=device) % model.condition_shapes[0][0]

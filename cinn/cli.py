@@ -33,10 +33,11 @@ USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteTrainingError, 
                PermissionError)
 
 # Settings that may change when a run is resumed: where the run lives, how long to train, what to log and how
-# gradients are computed (backprop by inversion gives the same gradients), not what the steps compute.
+# gradients are computed (backprop by inversion gives the same gradients) and how memory is allocated, not what the
+# steps compute.
 RESUMABLE_CHANGES = {"run_dir", "train.steps", "train.max_minutes", "train.log_every", "train.eval_every",
                      "train.eval_images", "train.sample_every", "train.checkpoint_every", "train.num_workers",
-                     "train.backprop"}
+                     "train.backprop", "train.retain_freed_memory"}
 
 
 class InvertibilityError(RuntimeError):

@@ -218,6 +218,7 @@ def bench(args: argparse.Namespace, overrides: Sequence[str]) -> None:
     report = benchmark_training(model, image_shape, batch_size=config.train.batch_size, steps=args.steps,
                                 device=device, precision=config.train.precision, compile=config.train.compile,
                                 backprop=config.train.backprop, sample_batch=args.sample_batch,
+                                retain_memory=config.train.retain_freed_memory,
                                 optimizer=lambda parameters: build_optimizer(parameters, config.train))
     print(report.format())
     if args.record:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from cinn.config import ConfigError
 from cinn.data import collate_images
+from cinn.engine.allocator import retain_freed_memory
 from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cinn.engine.distributed import ProcessGroup
 from cinn.engine.objective import Objective
@@ -67,6 +68,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     backprop: Backprop = "standard"
+    retain_freed_memory: bool = True
     device: str = "auto"
     num_workers: int = 0
 
@@ -139,6 +141,8 @@ class Trainer:
         self.sample_fn, self.eval_fn = sample_fn, eval_fn
         self.extra_state = extra_state or {}
         self.progress = progress and self.group.is_main
+        if config.retain_freed_memory and self.device.type == "cpu":
+            retain_freed_memory()
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
