@@ -194,8 +194,21 @@ def test_training_with_backprop_by_inversion_follows_standard_training(tmp_path)
         torch.testing.assert_close(actual[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_backprop_by_inversion_cannot_be_compiled_or_run_in_bf16():
+def test_backprop_by_inversion_cannot_be_compiled():
     with pytest.raises(ConfigError, match="compile cannot trace backprop by inversion"):
         TrainConfig(compile=True, backprop="inversion").validate()
-    with pytest.raises(ConfigError, match=r"bf16 with train\.backprop=inversion is not supported"):
-        TrainConfig(precision="bf16", backprop="inversion").validate()
+
+
+def test_bf16_training_with_backprop_by_inversion_follows_bf16_standard_training(tmp_path):
+    standard = tiny_trainer(tmp_path / "standard", steps=6, precision="bf16")
+    standard.fit()
+    inverted = tiny_trainer(tmp_path / "inversion", steps=6, precision="bf16", backprop="inversion")
+    inverted.fit()
+    float32 = tiny_trainer(tmp_path / "float32", steps=6)
+    float32.fit()
+    expected, actual, reference = parameters(standard), parameters(inverted), parameters(float32)
+    keys = [k for k in expected if expected[k].is_floating_point()]
+    bf16_effect = max((expected[k] - reference[k]).abs().max() for k in keys)
+    inversion_effect = max((actual[k] - expected[k]).abs().max() for k in keys)
+    assert bf16_effect > 0, "bf16 autocast should change the trained parameters"
+    assert inversion_effect <= 0.1 * bf16_effect, (inversion_effect, bf16_effect)

@@ -88,9 +88,6 @@ class TrainConfig:
         if self.compile and self.backprop == "inversion":
             raise ConfigError("train.compile cannot trace backprop by inversion (train.backprop=inversion); "
                               "choose one")
-        if self.precision == "bf16" and self.backprop == "inversion":
-            raise ConfigError("train.precision=bf16 with train.backprop=inversion is not supported yet (the "
-                              "backward pass would rebuild activations in fp32); choose one")
 
 
 class NonFiniteTrainingError(RuntimeError):

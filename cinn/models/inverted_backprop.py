@@ -18,6 +18,12 @@ up to rounding; ``tests/test_inverted_backprop.py``).
 Conditions are inputs of the autograd function, so gradients still reach a condition network outside the
 flow. Blocks must be deterministic, and their parameters must not change between forward and backward.
 
+Under autocast (``--train.precision=bf16``) the backward pass reconstructs and recomputes each block with the
+forward pass's autocast state, so the gradients are those of the bf16 model that produced the loss. They
+then equal standard bf16 backprop's up to rounding: a reconstructed subnet input one float32 rounding away
+from a bf16 rounding boundary is rounded the other way (``tests/test_inverted_backprop.py`` bounds the
+difference).
+
 Example:
     >>> flow = build_glow((3, 16, 16), n_levels=2, steps_per_level=4, hidden_channels=32)
     >>> flow.backprop = "inversion"
@@ -65,6 +71,7 @@ class _InvertedBackprop(torch.autograd.Function):
         with torch.no_grad():
             latents, log_det = flow.transform_with_conditions(x, conditions)
         ctx.flow = flow
+        ctx.autocast = _autocast_state(x.device.type)
         ctx.n_conditions = n_conditions
         ctx.parameters = tensors[n_conditions:]
         ctx.save_for_backward(*latents, *conditions)
@@ -84,29 +91,35 @@ class _InvertedBackprop(torch.autograd.Function):
         grad_conditions: list[Tensor | None] = [None] * ctx.n_conditions
 
         h, grad_h = latents.pop(), grad_latents.pop()
-        for index in reversed(range(len(flow.blocks))):
-            block: nn.Module = flow.blocks[index]
-            count, condition_index = flow.block_latents[index], flow.block_conditions[index]
-            split_off, grad_split_off = latents[len(latents) - count:], grad_latents[len(latents) - count:]
-            del latents[len(latents) - count:], grad_latents[len(grad_latents) - count:]
-            block_condition = [] if condition_index is None else [conditions[condition_index]]
+        with ctx.autocast:
+            for index in reversed(range(len(flow.blocks))):
+                block: nn.Module = flow.blocks[index]
+                count, condition_index = flow.block_latents[index], flow.block_conditions[index]
+                split_off, grad_split_off = latents[len(latents) - count:], grad_latents[len(latents) - count:]
+                del latents[len(latents) - count:], grad_latents[len(grad_latents) - count:]
+                block_condition = [] if condition_index is None else [conditions[condition_index]]
 
-            fused = getattr(block, "invert_and_backpropagate", None)
-            if fused is not None and not split_off:
-                block_input, grad_h, block_grad_conditions, block_grad_parameters = fused(
-                    h, block_condition, grad_h, grad_log_det)
-            else:
-                block_input, grad_h, block_grad_conditions, block_grad_parameters = _invert_and_backpropagate(
-                    block, [h, *split_off], block_condition, [grad_h, *grad_split_off], grad_log_det)
-            h = block_input
-            if condition_index is not None:
-                grad_conditions[condition_index] = _accumulate(grad_conditions[condition_index],
-                                                               block_grad_conditions[0])
-            for parameter, grad in zip(block.parameters(), block_grad_parameters, strict=True):
-                if id(parameter) in parameter_index:
-                    i = parameter_index[id(parameter)]
-                    grad_parameters[i] = _accumulate(grad_parameters[i], grad)
+                fused = getattr(block, "invert_and_backpropagate", None)
+                if fused is not None and not split_off:
+                    h, grad_h, block_grad_conditions, block_grad_parameters = fused(
+                        h, block_condition, grad_h, grad_log_det)
+                else:
+                    h, grad_h, block_grad_conditions, block_grad_parameters = _invert_and_backpropagate(
+                        block, [h, *split_off], block_condition, [grad_h, *grad_split_off], grad_log_det)
+                if condition_index is not None:
+                    grad_conditions[condition_index] = _accumulate(grad_conditions[condition_index],
+                                                                   block_grad_conditions[0])
+                for parameter, grad in zip(block.parameters(), block_grad_parameters, strict=True):
+                    if id(parameter) in parameter_index:
+                        i = parameter_index[id(parameter)]
+                        grad_parameters[i] = _accumulate(grad_parameters[i], grad)
         return (None, None, grad_h, *grad_conditions, *grad_parameters)
+
+
+def _autocast_state(device_type: str) -> torch.autocast:
+    """A context that restores the current autocast state of ``device_type`` (on or off, and its dtype)."""
+    return torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type),
+                          enabled=torch.is_autocast_enabled(device_type))
 
 
 def _invert_and_backpropagate(block: nn.Module, outputs: list[Tensor], condition: list[Tensor],
