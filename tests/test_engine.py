@@ -21,6 +21,7 @@ from cinn.engine import (
     save_checkpoint,
 )
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor
+from cinn.engine.trainer import MetricsWriter
 
 
 def tiny_dataset(n: int = 48, seed: int = 0) -> TensorImageDataset:
@@ -180,6 +181,15 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_metrics_rows_reach_the_disk_before_the_next_checkpoint(tmp_path):
+    writer = MetricsWriter(tmp_path, start_step=0)
+    writer.write(50, {"train_bpd": 4.5, "lr": 1e-3})
+    with open(tmp_path / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    writer.close()
+    assert [(row["step"], row["train_bpd"]) for row in rows] == [("50", "4.5")]
 
 
 def test_training_with_backprop_by_inversion_follows_standard_training(tmp_path):

@@ -398,8 +398,9 @@ def _global_mean(value: Tensor, group: ProcessGroup) -> float:
 
 
 class MetricsWriter:
-    """Metrics to ``metrics.csv`` and TensorBoard. On resume, rows after the checkpoint's step are
-    dropped (they belong to the interrupted part that is being redone)."""
+    """Metrics to ``metrics.csv`` (each row on disk as soon as it is written, so a running job can be
+    watched) and TensorBoard. On resume, rows after the checkpoint's step are dropped (they belong to the
+    interrupted part that is being redone)."""
 
     def __init__(self, run_dir: Path, start_step: int, enabled: bool = True):
         self.enabled = enabled
@@ -422,6 +423,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         self.csv.writerow({"step": step, **{k: f"{v:.6g}" for k, v in metrics.items()}})
+        self.file.flush()
         for key, value in metrics.items():
             self.tensorboard.add_scalar(key, value, step)
 
