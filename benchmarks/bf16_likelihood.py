@@ -3,7 +3,8 @@
 Evaluates one checkpoint twice on the same test images and dequantisation noise, in float32 and under bf16
 autocast (``train.precision=bf16``: subnets in bfloat16, the x → z path and log-dets in float32), and prints
 both bits/dim, their paired difference (mean ± standard error over images) and the largest round-trip error
-``|f⁻¹(f(x)) − x|`` under bf16. Runs anywhere; on a CPU without bf16 units it is ~20x slower than float32.
+``|f⁻¹(f(x)) − x|`` under bf16. Runs anywhere; on a CPU without bf16 units (bf16 emulated) it is several
+times slower than float32.
 
     python benchmarks/bf16_likelihood.py --checkpoint runs/glow_fashion_mnist/checkpoint.pt --limit 2000
 """
