@@ -13,28 +13,30 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import torch
 
-from cinn.engine import DequantizedImages, prepared_batches, resolve_device
-from tasks.glow import load_split, load_trained
+from cinn.engine import prepared_batches, resolve_device
+from tasks.glow import GlowTask
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=2000, help="the first N test images")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    config, model = load_trained(args.checkpoint, device)
-    model.eval()
-    objective = DequantizedImages(config.data.n_bits, class_conditional=config.model.class_conditional)
+    task = GlowTask()
+    run = task.open(args.checkpoint, device)
+    config, model = run.config, run.model
+    objective = task.objective(config, train=False)
     fp32, bf16, round_trip = [], [], 0.0
     with torch.no_grad():
-        for x, c in prepared_batches(load_split(config, train=False), objective, batch_size=args.batch_size,
+        for x, c in prepared_batches(task.eval_data(config, None)[0], objective, batch_size=args.batch_size,
                                      device=device, limit=args.limit):
             fp32.append(objective.bits_per_dim(model.log_prob(x, c), x).double())
             with torch.autocast(device.type, dtype=torch.bfloat16):

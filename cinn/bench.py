@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import resource
 import time
@@ -19,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cinn.engine.allocator import retain_freed_memory
 from cinn.likelihood import bits_per_dim
 from cinn.models.flow import Backprop, Flow
+from cinn.models.inverted_backprop import with_backprop
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, max_size: int = 2048,
@@ -101,11 +103,32 @@ class BenchReport:
                 f"{self.saved_activations_mb:.0f} MiB")
 
     def append_to(self, path: Path, command: str) -> None:
-        """Append this report, dated and with the command that produced it, to a Markdown file."""
+        """Append this report to the Markdown file ``path``, dated, with the command that produced it and the
+        machine's CPU and vector-unit flags (:func:`cpu_description`)."""
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         with open(path, "a") as file:
-            file.write(f"\n### bench {stamp} — {platform.node() or 'this machine'}\n\n`{command}`\n\n"
-                       f"```\n{self.format()}\n```\n")
+            file.write(f"\n### bench {stamp} — {platform.node() or 'this machine'}, {cpu_description()}\n\n"
+                       f"`{command}`\n\n```\n{self.format()}\n```\n")
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    r"""The CPU's model name and which of the vector units that decide speed it has (from ``/proc/cpuinfo``).
+
+    Example:
+        >>> cpu_description("processor\t: 0\nmodel name\t: Example CPU\nflags\t\t: fpu avx2 avx512f\n" * 2)
+        'Example CPU (2 cores; avx2, avx512f)'
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or "CPU unknown"
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    units = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    cores = cpuinfo.count("processor\t:") or os.cpu_count()
+    return f"{fields.get('model name', 'CPU unknown')} ({cores} cores; {', '.join(units) or 'no AVX2'})"
 
 
 def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size: int, steps: int,
@@ -128,36 +151,34 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
                  if model.condition_shapes else None)
     with torch.no_grad():
         model.log_prob(x, condition)  # data-dependent init
-    model.backprop = backprop
+    trained = with_backprop(model, backprop)
     parameters = list(model.parameters())
     optimizer = (optimizer or (lambda params: torch.optim.Adamax(params, lr=1e-4)))(parameters)
-    forward = torch.compile(model) if compile else model
+    forward = torch.compile(trained) if compile else trained
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     dims = x[0].numel()
 
-    def step() -> None:
+    def step(log_prob_of: Callable[..., Tensor]) -> None:
         with autocast:
-            log_prob = forward(x, condition)
+            log_prob = log_prob_of(x, condition)
         loss = bits_per_dim(-log_prob.float(), dims).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     for _ in range(warmup_steps):
-        step()
+        step(forward)
     with autocast:
-        saved_activations_mb = saved_for_backward_mb(model, x, condition)
+        saved_activations_mb = saved_for_backward_mb(trained, x, condition)
     # The model's FLOPs under standard backprop (not inversion's recomputation, whose backward the counter's
     # module hooks cannot follow), so GFLOP/s compares like with like.
-    model.backprop = "standard"
     flop_counter = FlopCounterMode(display=False)
     with flop_counter:
-        step()
-    model.backprop = backprop
+        step(forward if backprop == "standard" else model)
     _synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        step(forward)
     _synchronize(device)
     train_seconds = time.perf_counter() - start
 

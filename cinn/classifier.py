@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from cinn.data import collate_images
 from cinn.engine.checkpoint import load_checkpoint, save_checkpoint
+from cinn.progress import track
 
 
 class ImageClassifier(nn.Module):
@@ -73,8 +73,8 @@ def train_classifier(train_set: Dataset, n_classes: int, *, epochs: int = 3, bat
                         generator=torch.Generator().manual_seed(seed))
     model.train()
     for epoch in range(epochs):
-        for images, labels in tqdm(loader, desc=f"classifier epoch {epoch + 1}/{epochs}", disable=not progress,
-                                   leave=False):
+        for images, labels in track(loader, f"classifier epoch {epoch + 1}/{epochs}", unit="batches",
+                                    enabled=progress, leave=False):
             loss = nn.functional.cross_entropy(model(images.to(device).float() / 255), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the tasks: clean one-line errors, run configs, resume rules, trained runs."""
+"""Command-line plumbing of the task kernel (:mod:`cinn.task`): one-line user errors, run configs and
+their resume rules, the run directory, the invertibility check's verdict."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
 from torch import Tensor, nn
 
 from cinn.check import check_invertibility
@@ -22,8 +22,8 @@ from cinn.config import (
     save_config,
 )
 from cinn.data import DataError
-from cinn.engine.checkpoint import CheckpointError, load_checkpoint
-from cinn.engine.trainer import CHECKPOINT_NAME, NonFiniteTrainingError, trained_weights
+from cinn.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from cinn.engine.trainer import NonFiniteTrainingError
 from cinn.models.flow import Condition, Flow
 
 T = TypeVar("T")
@@ -60,25 +60,6 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
         sys.exit(130)
 
 
-def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-             with_overrides: dict[str, Callable[[argparse.Namespace, list[str]], None]],
-             plain: dict[str, Callable[[argparse.Namespace], None]]) -> int:
-    """Parse ``argv`` and run its sub-command: those in ``with_overrides`` (``train``, ...) also receive
-    the config overrides (``--section.key=value``) that ``parser`` does not know; the others refuse them.
-
-    Example:
-        >>> dispatch(parser(), argv, {"train": train}, {"eval": evaluate, "sample": sample})   # doctest: +SKIP
-    """
-    args, overrides = parser.parse_known_args(argv)
-    if args.command in with_overrides:
-        with_overrides[args.command](args, overrides)
-    elif overrides:
-        parser.error(f"unrecognised arguments: {' '.join(overrides)}")
-    else:
-        plain[args.command](args)
-    return 0
-
-
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML config (see configs/); defaults apply without one")
     parser.add_argument("--resume", action="store_true",
@@ -98,7 +79,8 @@ def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str
         return config
     checkpoint = Path(config.run_dir) / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint)
-    check_task(state, task, checkpoint)
+    if state.get("task") != task:
+        raise CheckpointError(f"{checkpoint} is a checkpoint of the '{state.get('task')}' task, not '{task}'")
     saved = config_from_dict(cls, state["config"])
     if args.config is None:
         config = apply_overrides(saved, overrides)
@@ -122,23 +104,6 @@ def start_run_dir(config: Any, is_main: bool = True) -> Path:
             raise ConfigError(f"run directory {run_dir} cannot be written ({error.strerror or error}); choose "
                               "another --run_dir") from None
     return run_dir
-
-
-def check_task(state: dict[str, Any], task: str, path: Path) -> None:
-    if state.get("task") != task:
-        raise CheckpointError(f"{path} is a checkpoint of the '{state.get('task')}' task, not '{task}'")
-
-
-def load_trained(checkpoint: Path, task: str, config_class: type[T],
-                 build_model: Callable[[T, dict[str, Any]], M], device: torch.device) -> tuple[T, M]:
-    """A run's config and its model in eval mode, rebuilt from the checkpoint's own config by
-    ``build_model(config, state)`` and loaded with the weights to evaluate (the EMA's when kept)."""
-    state = load_checkpoint(checkpoint, map_location=device)
-    check_task(state, task, checkpoint)
-    config = config_from_dict(config_class, state["config"])
-    model = build_model(config, state)
-    model.load_state_dict(trained_weights(state))
-    return config, model.to(device).eval()
 
 
 def check_trained(model: Flow, batches: Iterable[tuple[Tensor, Condition]], checkpoint: Path) -> None:

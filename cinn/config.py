@@ -9,12 +9,17 @@ Every value is checked against its field's type hint (``int``, ``float``, ``bool
 ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``). Unknown keys and wrong
 types are :class:`ConfigError` s naming the dotted key, where the value came from, and what is expected.
 Ranges are not checked here: a dataclass may define ``validate(self) -> None``, which is called on every
-section once the config is complete.
+section once the config is complete. A string literal right below a field documents it (an attribute
+docstring); :func:`config_help` lists every key with its type, default and that description.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import itertools
+import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -135,7 +140,68 @@ def config_differences(first: Mapping[str, Any], second: Mapping[str, Any]) -> l
     return sorted(_differences(first, second, prefix=""))
 
 
+def config_help(cls: type) -> list[tuple[str, str, str, str]]:
+    """``(dotted key, type, default, description)`` of every setting of the config class ``cls``, in field
+    order; the description is the first line of the field's attribute docstring (empty without one).
+
+    Example:
+        >>> from cinn.engine import TrainConfig
+        >>> next(row for row in config_help(TrainConfig) if row[0] == "lr")
+        ('lr', 'a float', '0.001', 'peak learning rate (reached after warmup_steps)')
+    """
+    rows = []
+    config = _defaults(cls)
+    docs = _field_docs(cls)
+    for key, kind in _field_types(config).items():
+        value = getattr(config, key)
+        if _is_section(kind):
+            rows += [(f"{key}.{name}", *rest) for name, *rest in config_help(kind)]
+        else:
+            rows.append((key, _describe(kind), yaml.safe_dump(_plain(value), default_flow_style=True).strip()
+                         .removesuffix("...").strip(), docs.get(key, "")))
+    return rows
+
+
+def format_config_help(cls: type, width: int = 115) -> str:
+    """:func:`config_help` as indented text for ``--help``: ``--key=TYPE (default D)`` and the description.
+
+    Example:
+        >>> from cinn.engine import TrainConfig
+        >>> print(format_config_help(TrainConfig).splitlines()[0])
+          --steps  an int, default 10000: training steps; the run ends at this step (or at max_minutes)
+    """
+    lines = []
+    for key, kind, default, description in config_help(cls):
+        text = f"  --{key}  {kind}, default {default}" + (f": {description}" if description else "")
+        lines += textwrap.wrap(text, width, subsequent_indent="        ", break_on_hyphens=False)
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ internals
+def _field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass's fields (first lines), read from the source of it and its
+    base classes when available; a subclass's docstring of a field wins."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for statement, following in itertools.pairwise(body):
+        if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)):
+            docs[statement.target.id] = " ".join(inspect.cleandoc(following.value.value).split("\n\n")[0].split())
+    return docs
+
+
 class _MismatchError(Exception):
     """A value does not fit a type; turned into a :class:`ConfigError` where the key and source are known."""
 

@@ -263,9 +263,9 @@ def test_bad_input_gives_one_clear_line_and_an_exit_code(case, trained, tmp_path
     assert not (tmp_path / "code_ran").exists()
 
 
-def test_every_case_is_in_the_readme_troubleshooting_table():
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Troubleshooting"):]
+def test_every_case_is_in_the_troubleshooting_table():
+    page = (ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
+    table = page[page.index("## Mistakes in the input"):]
     for case in CASES:
         assert re.search(rf"\| {re.escape(case.name)} \|.*{re.escape(case.message)}", table), case.name
 
@@ -297,7 +297,8 @@ def test_disk_full_at_the_last_checkpoint_keeps_the_previous_one(tmp_path, monke
     disk_full_on_calls(monkeypatch, {2})
     with pytest.raises(SystemExit) as exit_info:
         run_command(colorize.main, ["train", "--config", COLORIZE_TINY, "--run_dir", str(tmp_path)])
-    err = capsys.readouterr().err
+    err = "".join(line for line in capsys.readouterr().err.splitlines(keepends=True)
+                  if not line.startswith("colorize: "))  # progress lines, every few seconds on a slow machine
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert "No space left on device" in err and "free space, then train --resume" in err
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2

@@ -10,14 +10,18 @@ from invertibility import perturb_
 
 from cinn.blocks import (
     ActNorm,
+    Additive,
     CouplingBlock,
     InvertibleConv1x1,
     InvertibleConv1x1LU,
     LearnedPrior,
     OrthogonalPermutation,
     PointwiseConv2d,
+    SigmoidAffine,
+    SoftClampAffine,
     Split,
     conv_subnet,
+    coupling_map,
     fc_subnet,
 )
 from cinn.blocks._shapes import mix_channels
@@ -67,7 +71,8 @@ def test_actnorm_reverse_before_init_is_an_error():
     assert not bool(norm.initialized)
 
 
-@pytest.mark.parametrize("transform", ["additive", "affine_soft_clamp"])
+@pytest.mark.parametrize("transform", ["additive", "affine_soft_clamp", Additive(), SoftClampAffine(clamp=0.5)],
+                         ids=repr)
 @pytest.mark.parametrize("two_sided", [False, True])
 def test_zero_initialised_coupling_is_the_identity(transform, two_sided):
     block = CouplingBlock([(4, 4, 4)], [(2, 4, 4)], subnet_constructor=conv_subnet(8), transform=transform,
@@ -121,6 +126,47 @@ def test_min_scale_zero_is_glows_sigmoid_and_out_of_range_floors_are_refused():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="min_scale must be in"):
             CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid", min_scale=bad)
+
+
+@pytest.mark.parametrize("name, options, expected", [
+    ("additive", {}, Additive()),
+    ("additive", {"clamp": 3.0, "min_scale": 0.5}, Additive()),
+    ("affine_sigmoid", {}, SigmoidAffine(min_scale=0.0)),
+    ("affine_sigmoid", {"clamp": 3.0, "min_scale": 0.5}, SigmoidAffine(min_scale=0.5)),
+    ("affine_soft_clamp", {}, SoftClampAffine(clamp=2.0)),
+    ("affine_soft_clamp", {"clamp": 1.5, "min_scale": 0.5}, SoftClampAffine(clamp=1.5)),
+])
+def test_transform_names_stand_for_maps_with_the_old_defaults(name, options, expected):
+    assert coupling_map(name, **options) == expected
+    assert CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform=name, **options).transform == expected
+
+
+@pytest.mark.parametrize("name, transform", [("additive", Additive()), ("affine_sigmoid", SigmoidAffine(0.3)),
+                                             ("affine_soft_clamp", SoftClampAffine(1.5))], ids=repr)
+def test_a_map_object_builds_the_same_block_as_its_name(name, transform):
+    """Same subnet names, shapes and outputs (the maps hold no state), so checkpoints load either way."""
+    options = {"min_scale": 0.3, "clamp": 1.5}
+    torch.manual_seed(0)
+    by_name = perturb_(CouplingBlock([(5, 3, 3)], [(2, 3, 3)], subnet_constructor=conv_subnet(8), transform=name,
+                                     two_sided=True, **options))
+    by_object = CouplingBlock([(5, 3, 3)], [(2, 3, 3)], subnet_constructor=conv_subnet(8), transform=transform,
+                              two_sided=True)
+    by_object.load_state_dict(by_name.state_dict())
+    assert by_object.state_dict().keys() == by_name.state_dict().keys()
+    assert all(key.startswith(("subnet_a.", "subnet_b.")) for key in by_object.state_dict())
+    x, c = torch.randn(2, 5, 3, 3), torch.randn(2, 2, 3, 3)
+    for rev in (False, True):
+        (expected,), expected_log_det = by_name([x], c=[c], rev=rev)
+        (actual,), actual_log_det = by_object([x], c=[c], rev=rev)
+        assert torch.equal(actual, expected) and torch.equal(actual_log_det, expected_log_det)
+
+
+def test_unknown_transforms_and_impossible_clamps_are_refused():
+    with pytest.raises(ValueError, match="unknown coupling transform 'spline'"):
+        CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="spline")
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="clamp must be positive"):
+            SoftClampAffine(clamp=bad)
 
 
 def test_zero_initialised_priors_are_the_identity():

@@ -8,7 +8,6 @@ import pytest
 import torch
 from invertibility import perturb_
 
-from cinn import colorization
 from cinn.color import (
     AB_SCALE,
     ab_bits_per_dim,
@@ -23,6 +22,7 @@ from cinn.colorization import (
     LabColorization,
     build_colorization_model,
     downsample_ab,
+    full_resolution,
     grey_version,
     lightness_of,
     resize_rows,
@@ -200,7 +200,7 @@ def test_strips_do_not_change_the_colourings(monkeypatch):
     colorizer = Colorizer(perturb_(model, scale=0.1), shorter_side=16, multiple=8, ab_downsample=2)
     photo = photos(1, size=48)[0, :, :45, :]
     whole = colorizer.colorize(photo, n_samples=2, temperature=0.3)
-    monkeypatch.setattr(colorization, "STRIP_PIXELS", 100)  # two rows per strip
+    monkeypatch.setattr(full_resolution, "STRIP_PIXELS", 100)  # two rows per strip
     assert torch.equal(colorizer.colorize(photo, n_samples=2, temperature=0.3), whole)
     assert torch.equal(lightness_of(photo), rgb_to_lab(photo[None])[:, :1])
 

@@ -81,7 +81,7 @@ def trained_run(tmp_path_factory) -> Path:
 def test_train_on_the_bundled_photos_writes_the_run(trained_run):
     state = load_checkpoint(trained_run / "checkpoint.pt")
     assert state["task"] == "colorize" and state["step"] == 4
-    assert state["model_spec"]["ab_downsample"] == 2 and state["shorter_side"] == 32
+    assert state["conventions"]["ab_downsample"] == 2 and state["conventions"]["shorter_side"] == 32
     assert {"config.yaml", "metrics.csv", "learning_curve.png", "heldout.png", "samples"} <= {
         path.name for path in trained_run.iterdir()}
 

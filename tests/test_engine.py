@@ -19,9 +19,10 @@ from cinn.engine import (
     Trainer,
     load_checkpoint,
     save_checkpoint,
+    standard_hooks,
 )
+from cinn.engine.hooks import MetricsWriter
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor
-from cinn.engine.trainer import MetricsWriter
 
 
 def tiny_dataset(n: int = 48, seed: int = 0) -> TensorImageDataset:
@@ -39,7 +40,7 @@ def tiny_trainer(run_dir: Path, steps: int = 8, objective=None, **overrides) -> 
     config = TrainConfig(steps=steps, **settings)
     return Trainer(model, config, run_dir, tiny_dataset(), objective or DequantizedImages(n_bits=5),
                    task="test", task_config={"note": "tiny"}, progress=False,
-                   sample_fn=lambda flow: flow.sample(4, temperature=0.7))
+                   hooks=standard_hooks(config, sample=lambda flow: flow.sample(4, temperature=0.7)))
 
 
 def parameters(trainer: Trainer) -> dict[str, torch.Tensor]:

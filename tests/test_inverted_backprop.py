@@ -9,20 +9,21 @@ from test_models import MODEL_CASES, by_name
 
 from cinn import build_cinn, build_glow
 from cinn.bench import benchmark_training, saved_for_backward_mb
+from cinn.models import InvertingBackprop, with_backprop
+from cinn.models.inverted_backprop import SupportsInvertedBackprop
 
 
 def gradients(case, backprop: str, bf16: bool = False) -> list[torch.Tensor]:
     """∂L/∂(x, parameters) for a loss that weighs every latent differently and includes the log-det; with
     ``bf16``, of the float32 model run under bf16 autocast."""
     model = case.model()
-    model.backprop = backprop
     x, c = case.inputs()
     if bf16:
         model.float()
         x, c = x.float(), (c.float() if c is not None and c.is_floating_point() else c)
     x.requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        latents, log_det = model.transform(x, c)
+        latents, log_det = with_backprop(model, backprop).transform(x, c)
     generator = torch.Generator().manual_seed(3)
     loss = -log_det.sum() + sum((torch.randn(z.shape, generator=generator, dtype=z.dtype) * z).sum()
                                 + z.pow(2).sum() for z in latents)
@@ -56,11 +57,10 @@ def test_bf16_gradients_equal_standard_bf16_backprop_up_to_rounding(case):
 def test_the_backward_pass_recomputes_in_the_forward_pass_precision(bf16):
     case = next(case for case in MODEL_CASES if case.name == "cinn_conv_image_condition")
     model = case.model().float()
-    model.backprop = "inversion"
     x, c = case.inputs()
     x, c = x.float().requires_grad_(), c.float()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        log_prob = model.log_prob(x, c)
+        log_prob = InvertingBackprop(model).log_prob(x, c)
     dtypes = []
     for layer in model.blocks.modules():
         if isinstance(layer, torch.nn.Conv2d):
@@ -86,8 +86,7 @@ def saved_mb(steps_per_level: int, backprop: str) -> float:
     x = torch.rand(4, 3, 8, 8)
     with torch.no_grad():
         model.log_prob(x)
-    model.backprop = backprop
-    return saved_for_backward_mb(model, x)
+    return saved_for_backward_mb(with_backprop(model, backprop), x)
 
 
 def test_saved_activations_do_not_grow_with_depth():
@@ -98,8 +97,7 @@ def test_saved_activations_do_not_grow_with_depth():
 
 
 def test_no_graph_is_built_outside_training():
-    model = build_glow((1, 4, 4), n_levels=2, steps_per_level=1, hidden_channels=8)
-    model.backprop = "inversion"
+    model = InvertingBackprop(build_glow((1, 4, 4), n_levels=2, steps_per_level=1, hidden_channels=8))
     with torch.no_grad():
         log_prob = model.log_prob(torch.rand(2, 1, 4, 4))
     assert log_prob.grad_fn is None and log_prob.shape == (2,)
@@ -119,8 +117,7 @@ def test_the_backward_pass_runs_each_coupling_subnet_once(two_sided):
     c = torch.randn(2, 1, 8, 8) if two_sided else None
     with torch.no_grad():
         model.log_prob(x, c)
-    model.backprop = "inversion"
-    log_prob = model.log_prob(x, c)
+    log_prob = InvertingBackprop(model).log_prob(x, c)
     calls = 0
 
     def count(*_):
@@ -145,3 +142,33 @@ def test_bench_measures_backprop_by_inversion():
     assert "backprop by inversion" in inverted.description and "inversion" not in standard.description
     assert inverted.train_gflop_per_image == pytest.approx(standard.train_gflop_per_image)
     assert inverted.saved_activations_mb < standard.saved_activations_mb / 5
+
+
+def test_with_backprop_wraps_a_flow_and_leaves_it_untouched():
+    case = next(case for case in MODEL_CASES if case.name == "cinn_conv_image_condition")
+    model = case.model()
+    x, c = case.inputs()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert with_backprop(model, "standard") is model
+    inverted = with_backprop(model, "inversion")
+    assert isinstance(inverted, InvertingBackprop) and inverted.flow is model
+    log_prob = inverted(x, c)
+    assert torch.equal(log_prob, inverted.log_prob(x, c)) and log_prob.shape == (x.shape[0],)
+    torch.testing.assert_close(log_prob, model.log_prob(x, c), rtol=0, atol=1e-12)
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_backprop_by_inversion_refuses_a_model_that_is_not_a_flow():
+    with pytest.raises(ValueError, match="needs an invertible model"):
+        with_backprop(torch.nn.Linear(2, 2), "inversion")
+    with pytest.raises(ValueError, match="unknown backprop"):
+        with_backprop(build_glow((1, 4, 4), n_levels=1, steps_per_level=1, hidden_channels=8), "checkpointing")
+
+
+def test_couplings_declare_their_own_backward_step_and_other_blocks_do_not():
+    model = build_cinn((2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=1, hidden_channels=8)
+    names = {type(step.block).__name__: isinstance(step.block, SupportsInvertedBackprop) for step in model.steps()}
+    fused = {name for name, has_own_step in names.items() if has_own_step}
+    generic = set(names) - fused
+    assert fused == {"CouplingBlock"} and generic == {"HaarDownsampling", "OrthogonalPermutation", "Split"}

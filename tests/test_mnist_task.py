@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from mnist_fixture import write_mnist_fixture
+from PIL import Image
 
 from cinn.cli import run_command
 from cinn.engine import load_checkpoint
@@ -55,11 +56,12 @@ def test_sample_transfer_and_pca_write_their_figures(trained_run, tmp_path):
 
 def test_transfer_under_the_own_label_gives_back_the_input(trained_run):
     data_root, run_dir = trained_run
-    config, model = mnist.load_trained(run_dir / "checkpoint.pt", torch.device("cpu"))
-    config.data.root = str(data_root)
-    test_set = mnist.load_split(config, train=False)
+    task = mnist.ClassConditionalTask()
+    run = task.open(run_dir / "checkpoint.pt", torch.device("cpu"))
+    config, model = run.config, run.model
+    test_set, _ = task.eval_data(config, str(data_root))
     images, labels = test_set.images[:3], test_set.labels[:3]
-    x, c = mnist.eval_objective(config).prepare(images, labels, torch.Generator().manual_seed(0))
+    x, c = task.objective(config, train=False).prepare(images, labels, torch.Generator().manual_seed(0))
     latents = model.encode(x, c)
     assert torch.allclose(model.decode(latents, c), x, atol=1e-4)
 
@@ -78,7 +80,7 @@ def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data.dataset=cifar10"], "data.dataset must be mnist or fashion-mnist"),
+    (["--data.dataset=imagenet"], "is neither a dataset name (mnist, fashion-mnist, cifar10) nor an existing"),
     (["--model.architecture=rnn"], "model.architecture"),
     (["--model.clamp=0"], "model.clamp must be positive"),
 ])
@@ -100,9 +102,35 @@ def test_missing_mnist_names_the_expected_files(tmp_path, capsys):
 
 def test_fc_model_with_orthogonal_mixing_trains(trained_run, tmp_path):
     data_root, run_dir = trained_run
-    _, default = mnist.load_trained(run_dir / "checkpoint.pt", torch.device("cpu"))
+    default = mnist.ClassConditionalTask().open(run_dir / "checkpoint.pt", torch.device("cpu")).model
     assert any(type(block).__name__ == "ChannelPermutation" for block in default.blocks)  # the paper's shuffle
     assert mnist.main(["train", "--config", TINY, "--data.root", str(data_root), "--run_dir", str(tmp_path),
                        "--model.permutation=orthogonal", "--train.steps=2"]) == 0
-    _, model = mnist.load_trained(tmp_path / "checkpoint.pt", torch.device("cpu"))
+    model = mnist.ClassConditionalTask().open(tmp_path / "checkpoint.pt", torch.device("cpu")).model
     assert any(type(block).__name__ == "OrthogonalPermutation" for block in model.blocks)
+
+
+def write_class_folder(root: Path, n_classes: int = 3, per_class: int = 8) -> Path:
+    """A folder with one sub-folder of small PNGs per class; each class has its own mean brightness."""
+    generator = torch.Generator().manual_seed(0)
+    for label in range(n_classes):
+        (root / f"class_{label}").mkdir(parents=True)
+        for index in range(per_class):
+            pixels = (40 + 80 * label + 30 * torch.rand(8, 8, 3, generator=generator)).to(torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / f"class_{label}" / f"{index}.png")
+    return root
+
+
+def test_a_folder_with_one_sub_folder_per_class_trains_with_its_number_of_classes(tmp_path, capsys):
+    folder = write_class_folder(tmp_path / "photos")
+    run_dir = tmp_path / "run"
+    assert mnist.main(["train", "--config", TINY, "--data.dataset", str(folder), "--data.image_size=8",
+                       "--data.test_fraction=0.25", "--run_dir", str(run_dir), "--train.steps=2",
+                       "--train.batch_size=4", "--train.init_batch_size=8"]) == 0
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["conventions"]["n_classes"] == 3 and state["conventions"]["image_shape"] == [3, 8, 8]
+    assert mnist.main(["sample", "--checkpoint", str(run_dir / "checkpoint.pt"), "--n", "2",
+                       "--out", str(tmp_path / "s.png")]) == 0
+    assert mnist.main(["eval", "--checkpoint", str(run_dir / "checkpoint.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "6 images" in out and "of 12 samples" in out  # 25% of 24 held out; 4 samples for each of 3 classes

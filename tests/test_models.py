@@ -11,6 +11,7 @@ import torch
 from invertibility import brute_force_log_det, max_abs_difference, perturb_
 
 from cinn import build_cinn, build_cinn_fc, build_glow
+from cinn.blocks import Additive, CouplingBlock, SigmoidAffine, SoftClampAffine
 from cinn.models import Flow, standard_normal_log_prob
 
 BATCH = 2
@@ -56,6 +57,8 @@ MODEL_CASES = [
         (1, 4, 4), **TINY_GLOW, permutation="reverse", learn_top_prior=False, split_prior=False)),
     ModelCase("glow_shuffle_three_levels", lambda: build_glow((1, 8, 8), n_levels=3, steps_per_level=1,
                                                               hidden_channels=8, permutation="shuffle")),
+    ModelCase("glow_soft_clamp_coupling_map", lambda: build_glow((1, 4, 4), **TINY_GLOW,
+                                                                 coupling=SoftClampAffine(clamp=1.0))),
     ModelCase("glow_class_conditional", lambda: build_glow((1, 4, 4), **TINY_GLOW, n_classes=3), labels(3)),
     ModelCase("cinn_conv_image_condition", lambda: build_cinn(
         (2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=2, hidden_channels=8, condition_channels=(4, 4)),
@@ -219,6 +222,27 @@ def test_paper_cifar_glow_parameter_count():
     count = sum(p.numel() for p in model.parameters())
     assert count == 44_055_408
     assert abs(count - 44.1e6) / 44.1e6 < 0.01
+
+
+@pytest.mark.parametrize("build, by_name, by_object", [
+    (lambda **kw: build_glow((1, 8, 8), **TINY_GLOW, **kw), {"coupling": "affine", "min_scale": 0.5},
+     {"coupling": SigmoidAffine(min_scale=0.5)}),
+    (lambda **kw: build_glow((1, 8, 8), **TINY_GLOW, **kw), {"coupling": "additive"}, {"coupling": Additive()}),
+    (lambda **kw: build_cinn((2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=1, hidden_channels=8, **kw),
+     {"clamp": 0.8}, {"coupling": SoftClampAffine(clamp=0.8)}),
+    (lambda **kw: build_cinn_fc((1, 4, 4), 3, n_blocks=2, hidden_features=8, **kw),
+     {"clamp": 0.8}, {"coupling": SoftClampAffine(clamp=0.8)}),
+], ids=["glow_affine", "glow_additive", "cinn", "cinn_fc"])
+def test_builders_take_the_coupling_by_name_or_as_a_map(build, by_name, by_object):
+    torch.manual_seed(0)
+    named = build(**by_name)
+    torch.manual_seed(0)
+    mapped = build(**by_object)
+    assert mapped.state_dict().keys() == named.state_dict().keys()
+    assert all(torch.equal(mapped.state_dict()[k], v) for k, v in named.state_dict().items())
+    for model in (named, mapped):
+        maps = [block.transform for block in model.blocks if isinstance(block, CouplingBlock)]
+        assert maps and all(m == by_object["coupling"] for m in maps)
 
 
 @pytest.mark.parametrize("shape, levels", [((3, 30, 30), 2), ((3, 32, 32), 6), ((3, 32), 1)])

@@ -3,10 +3,22 @@
 Contract (FrEIA's): ``block(x_or_z: list[Tensor], c: list[Tensor] = [], rev=False, jac=True)``
 returns ``(outputs: tuple[Tensor, ...], log_det: Tensor of shape (B,))``, where ``log_det`` is
 ``log|det ∂out/∂in|`` of the direction that ran (so reverse returns minus forward's).
+
+A :class:`CouplingBlock` takes its element-wise map as an object (:mod:`cinn.blocks.coupling_maps`):
+:class:`Additive`, :class:`SigmoidAffine` (Glow), :class:`SoftClampAffine` (cINN), or any other
+:class:`CouplingMap`.
 """
 
 from cinn.blocks.actnorm import ActNorm
 from cinn.blocks.coupling import CouplingBlock
+from cinn.blocks.coupling_maps import (
+    Additive,
+    CouplingMap,
+    CouplingTransform,
+    SigmoidAffine,
+    SoftClampAffine,
+    coupling_map,
+)
 from cinn.blocks.invconv import InvertibleConv1x1, InvertibleConv1x1LU, random_rotation
 from cinn.blocks.permutation import ChannelPermutation, OrthogonalPermutation
 from cinn.blocks.prior import LearnedPrior, Split
@@ -15,18 +27,24 @@ from cinn.blocks.subnets import PointwiseConv2d, ZeroConv2d, conv_subnet, fc_sub
 
 __all__ = [
     "ActNorm",
+    "Additive",
     "ChannelPermutation",
     "CouplingBlock",
+    "CouplingMap",
+    "CouplingTransform",
     "HaarDownsampling",
     "InvertibleConv1x1",
     "InvertibleConv1x1LU",
     "LearnedPrior",
     "OrthogonalPermutation",
     "PointwiseConv2d",
+    "SigmoidAffine",
+    "SoftClampAffine",
     "Split",
     "Squeeze",
     "ZeroConv2d",
     "conv_subnet",
+    "coupling_map",
     "fc_subnet",
     "random_rotation",
     "zero_linear",

@@ -1,68 +1,65 @@
-"""Additive and affine coupling blocks with an optional condition input."""
+"""Coupling blocks: one half of the channels transformed element-wise given the other half and a condition."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
-from cinn.blocks._shapes import sum_per_sample
+from cinn.blocks.coupling_maps import CouplingMap, CouplingTransform, coupling_map
 from cinn.blocks.subnets import SubnetConstructor
-
-CouplingTransform = Literal["additive", "affine_sigmoid", "affine_soft_clamp"]
 
 
 class CouplingBlock(InvertibleModule):
     r"""Coupling block: split channels ``x = [x_a, x_b]`` and transform ``x_b`` given ``(x_a, c)``.
 
-    With ``[t, h] = NN([x_a, c])`` (the condition tensors concatenated on the channel axis):
+    With ``params = NN([x_a, c])`` (the condition tensors concatenated on the channel axis) and an
+    element-wise map ``g`` (a :class:`~cinn.blocks.coupling_maps.CouplingMap`),
 
-    * ``"additive"``:          ``y_b = x_b + t``,                      ``log_det = 0``
-    * ``"affine_sigmoid"``:    ``y_b = (x_b + t) · s`` with ``s = m + (1 − m)·σ(h + 2)`` (Glow: ``m = 0``),
-      ``log_det = Σ log s``
-    * ``"affine_soft_clamp"``: ``y_b = x_b · exp(s) + t`` with ``s = clamp·(2/π)·atan(h/clamp)``
-      (cINN), ``log_det = Σ s``
+        ``y_b = g(x_b; params)``,  ``y_a = x_a``,  ``log_det = log|det ∂g/∂x_b|``  (shape ``(B,)``).
 
-    and ``y_a = x_a``. With ``two_sided=True`` a second subnet then transforms ``x_a`` given the
-    new ``y_b`` the same way (FrEIA's ``GLOWCouplingBlock`` layout, used by the cINN paper), so
-    every channel changes in one block. ``log_det`` has shape ``(B,)``.
+    ``transform`` is the map, given as an object or by name (with its option):
+
+    * ``"additive"`` (:class:`~cinn.blocks.coupling_maps.Additive`): ``y_b = x_b + t``, ``log_det = 0``
+    * ``"affine_sigmoid"`` (:class:`~cinn.blocks.coupling_maps.SigmoidAffine`, floor ``min_scale``):
+      ``y_b = (x_b + t) · s`` with ``s = m + (1 − m)·σ(h + 2)`` (Glow: ``m = 0``), ``log_det = Σ log s``
+    * ``"affine_soft_clamp"`` (:class:`~cinn.blocks.coupling_maps.SoftClampAffine`, ``clamp``):
+      ``y_b = x_b · exp(s) + t`` with ``s = clamp·(2/π)·atan(h/clamp)`` (cINN), ``log_det = Σ s``
+
+    where ``[t, h] = params``; the subnet has ``params_per_channel · C_b`` output channels. ``clamp`` and
+    ``min_scale`` configure the named maps only; a map object carries its own settings. With
+    ``two_sided=True`` a second subnet then transforms ``x_a`` given the new ``y_b`` the same way (FrEIA's
+    ``GLOWCouplingBlock`` layout, used by the cINN paper), so every channel changes in one block.
 
     The subnets' last layers are zero-initialised (see :mod:`cinn.blocks.subnets`), so additive
     and soft-clamp blocks start as the identity; the sigmoid form starts as the fixed scaling
-    ``y_b = x_b · σ(2)``, as in Glow.
-
-    The floor ``m = min_scale`` bounds the sigmoid form's inverse, ``x_b = y_b / s − t``: it
-    amplifies rounding errors by at most ``1/m`` per coupling. Glow's ``σ(h + 2)`` (``m = 0``) lets a
-    trained model contract some inputs by 10⁻⁴ and more, and float32 inversion then fails on them
-    (Behrmann et al. 2021, "Understanding and mitigating exploding inverses in invertible neural
-    networks"; BENCHMARKS.md, "Trained models stay invertible").
+    ``y_b = x_b · σ(2)``, as in Glow. The block also runs its own backward step for backprop by inversion
+    (:meth:`invert_and_backpropagate`, the protocol
+    :class:`~cinn.models.inverted_backprop.SupportsInvertedBackprop`).
 
     Shapes: ``x`` is ``(B, C, H, W)`` with conditions ``(B, C_c, H, W)`` for conv subnets, or
     ``(B, C)`` with conditions ``(B, C_c)`` for fully connected subnets; ``C_a = C // 2``.
 
     Example:
+        >>> from cinn.blocks.coupling_maps import SoftClampAffine
         >>> from cinn.blocks.subnets import conv_subnet
-        >>> block = CouplingBlock([(4, 8, 8)], [(3, 8, 8)], subnet_constructor=conv_subnet(32))
+        >>> block = CouplingBlock([(4, 8, 8)], [(3, 8, 8)], subnet_constructor=conv_subnet(32),
+        ...                       transform=SoftClampAffine(clamp=1.5))
         >>> (y,), log_det = block([torch.randn(2, 4, 8, 8)], c=[torch.randn(2, 3, 8, 8)])
+        >>> tuple(y.shape), tuple(log_det.shape)
+        ((2, 4, 8, 8), (2,))
     """
 
     def __init__(self, dims_in: list[tuple[int, ...]], dims_c: list[tuple[int, ...]] | None = None, *,
                  subnet_constructor: SubnetConstructor,
-                 transform: CouplingTransform = "affine_sigmoid",
+                 transform: CouplingMap | CouplingTransform = "affine_sigmoid",
                  clamp: float = 2.0,
                  min_scale: float = 0.0,
                  two_sided: bool = False):
         super().__init__(dims_in, dims_c)
-        if transform not in ("additive", "affine_sigmoid", "affine_soft_clamp"):
-            raise ValueError(f"unknown coupling transform {transform!r}; "
-                             "use 'additive', 'affine_sigmoid' or 'affine_soft_clamp'")
-        if not 0.0 <= min_scale < 1.0:
-            raise ValueError(f"min_scale must be in [0, 1), got {min_scale}")
+        self.transform = coupling_map(transform, clamp=clamp, min_scale=min_scale)
         channels = dims_in[0][0]
         if channels < 2:
             raise ValueError(f"a coupling block needs at least 2 channels to split, got {channels}; "
@@ -72,44 +69,25 @@ class CouplingBlock(InvertibleModule):
                 raise ValueError(f"condition shape {tuple(shape)} does not match the input's spatial "
                                  f"shape {tuple(dims_in[0][1:])}")
         self.split_sizes = (channels // 2, channels - channels // 2)
-        self.transform = transform
-        self.clamp = clamp
-        self.min_scale = min_scale
         condition_channels = sum(shape[0] for shape in self.dims_c)
-        factor = 1 if transform == "additive" else 2
+        factor = self.transform.params_per_channel
         size_a, size_b = self.split_sizes
         self.subnet_b = subnet_constructor(size_a + condition_channels, factor * size_b)
         self.subnet_a = subnet_constructor(size_b + condition_channels, factor * size_a) if two_sided else None
 
-    def _log_scale(self, raw: Tensor) -> Tensor:
-        if self.transform == "affine_sigmoid":
-            if self.min_scale == 0.0:
-                return F.logsigmoid(raw + 2.0)
-            return torch.log(torch.sigmoid(raw + 2.0) * (1.0 - self.min_scale) + self.min_scale)
-        return self.clamp * (2.0 / math.pi) * torch.atan(raw / self.clamp)
+    def extra_repr(self) -> str:
+        return f"transform={self.transform!r}, two_sided={self.subnet_a is not None}"
 
     def _subnet_output(self, subnet: nn.Module, given: Tensor, conditions: Sequence[Tensor]) -> Tensor:
         """``NN([given, c])`` in ``given.dtype``: under bf16 autocast the subnet runs in bfloat16, while the
         scales, shifts and log-det are computed from its output in full precision."""
         return subnet(torch.cat([given, *conditions], dim=1) if conditions else given).to(given.dtype)
 
-    def _transform_target(self, params: Tensor, target: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
-        """Transform ``target`` with subnet output ``params``; return it and its log-det."""
-        if self.transform == "additive":
-            return (target - params if rev else target + params), target.new_zeros(target.shape[0])
-        shift, raw = params.chunk(2, dim=1)
-        log_scale = self._log_scale(raw)
-        log_det = sum_per_sample(log_scale)
-        if self.transform == "affine_sigmoid":
-            out = target * torch.exp(-log_scale) - shift if rev else (target + shift) * torch.exp(log_scale)
-        else:
-            out = (target - shift) * torch.exp(-log_scale) if rev else target * torch.exp(log_scale) + shift
-        return out, (-log_det if rev else log_det)
-
     def _couple(self, subnet: nn.Module, given: Tensor, target: Tensor, conditions: list[Tensor],
                 rev: bool) -> tuple[Tensor, Tensor]:
         """Transform ``target`` with parameters computed from ``given``; return it and its log-det."""
-        return self._transform_target(self._subnet_output(subnet, given, conditions), target, rev)
+        params = self._subnet_output(subnet, given, conditions)
+        return self.transform.inverse(target, params) if rev else self.transform.forward(target, params)
 
     def _invert_half(self, subnet: nn.Module, given: Tensor, target_out: Tensor, conditions: list[Tensor],
                      grad_target_out: Tensor, grad_log_det: Tensor) -> tuple[Tensor, list[Tensor | None]]:
@@ -120,9 +98,9 @@ class CouplingBlock(InvertibleModule):
         with torch.enable_grad():
             params = self._subnet_output(subnet, given, conditions)
             with torch.no_grad():
-                target_in = self._transform_target(params, target_out, rev=True)[0]
+                target_in = self.transform.inverse(target_out, params)[0]
             target_in.requires_grad_()
-            out, log_det = self._transform_target(params, target_in, rev=False)
+            out, log_det = self.transform.forward(target_in, params)
         outputs, grads = [out], [grad_target_out]
         if log_det.requires_grad:
             outputs.append(log_det)

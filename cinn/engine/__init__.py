@@ -1,28 +1,50 @@
 """The training engine shared by every task: loop, checkpoints, objectives, evaluation, distribution."""
 
-from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cinn.engine.checkpoint import (
+    CheckpointError,
+    TrainedModel,
+    load,
+    load_checkpoint,
+    load_trained,
+    model_info,
+    save_checkpoint,
+    trained_weights,
+)
 from cinn.engine.distributed import ProcessGroup, close_process_group, init_process_group, resolve_device
 from cinn.engine.evaluate import BitsPerDim, evaluate_bits_per_dim, prepared_batches
+from cinn.engine.hooks import Evaluation, Hook, MetricsLog, Samples, StepResult, standard_hooks
 from cinn.engine.objective import DequantizedImages, GaussianNoiseImages, Objective
-from cinn.engine.trainer import NonFiniteTrainingError, TrainConfig, Trainer, build_optimizer, trained_weights
+from cinn.engine.train_config import TrainConfig, build_optimizer
+from cinn.engine.trainer import DensityModel, NonFiniteTrainingError, Trainer
 
 __all__ = [
     "BitsPerDim",
     "CheckpointError",
+    "DensityModel",
     "DequantizedImages",
+    "Evaluation",
     "GaussianNoiseImages",
+    "Hook",
+    "MetricsLog",
     "NonFiniteTrainingError",
     "Objective",
     "ProcessGroup",
+    "Samples",
+    "StepResult",
     "TrainConfig",
+    "TrainedModel",
     "Trainer",
     "build_optimizer",
     "close_process_group",
     "evaluate_bits_per_dim",
     "init_process_group",
+    "load",
     "load_checkpoint",
+    "load_trained",
+    "model_info",
     "prepared_batches",
     "resolve_device",
     "save_checkpoint",
+    "standard_hooks",
     "trained_weights",
 ]

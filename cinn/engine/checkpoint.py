@@ -1,4 +1,20 @@
-"""Checkpoint files: atomic writes, safe loads (``weights_only=True``, so loading never runs code)."""
+"""Checkpoint files: atomic writes, safe loads (``weights_only=True``, so loading never runs code), and the
+models they describe.
+
+A checkpoint (format ``cinn-checkpoint-2``) is one dict of tensors and plain data:
+
+- ``model_spec``: the builder and its arguments (:mod:`cinn.models.registry`), so the model is rebuilt
+  from the file alone;
+- ``conventions``: what a user of the model must know about its data (``n_bits``, image shape, class
+  count, Lab normalisation, ...), written by the task;
+- ``task``, ``cinn_version``, ``config`` (the run's full config);
+- ``model`` (the weights), ``ema`` (averaged weights, or None), and, in a training checkpoint, the
+  optimiser, scheduler, step, elapsed time and RNG states that resume the run exactly.
+
+:func:`load` rebuilds any trained model from such a file; :func:`load_trained` also returns the task and
+conventions. Files of the earlier format ``cinn-checkpoint-1`` still load in the task that wrote them,
+which upgrades them (``python -m tasks.TASK upgrade``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +22,19 @@ import os
 import pickle
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-CHECKPOINT_FORMAT = "cinn-checkpoint-1"
+import cinn
+from cinn.models.registry import build_from_spec
+
+CHECKPOINT_FORMAT = "cinn-checkpoint-2"
+LEGACY_FORMAT = "cinn-checkpoint-1"
+CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -28,7 +51,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, file)
+            torch.save({**payload, "format": CHECKPOINT_FORMAT}, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -55,6 +78,69 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         reason = (str(error).strip().splitlines() or ["no details"])[0][:200]
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a cinn checkpoint "
                               f"({type(error).__name__}: {reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, LEGACY_FORMAT):
         raise CheckpointError(f"{path} is not a cinn checkpoint (expected format {CHECKPOINT_FORMAT})")
     return payload
+
+
+def trained_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights to evaluate and sample from in a checkpoint: the EMA's when the run kept one."""
+    if state.get("ema") is None:
+        return state["model"]
+    return {key.removeprefix("module."): value for key, value in state["ema"].items() if key.startswith("module.")}
+
+
+def model_info(spec: dict[str, Any], conventions: dict[str, Any]) -> dict[str, Any]:
+    """The entries that make a checkpoint self-describing: ``model_spec``, ``conventions``, ``cinn_version``."""
+    return {"model_spec": spec, "conventions": conventions, "cinn_version": cinn.__version__}
+
+
+@dataclass
+class TrainedModel:
+    """A model rebuilt from a checkpoint, in eval mode, with what its file says about it."""
+
+    model: nn.Module
+    task: str
+    conventions: dict[str, Any]
+    config: dict[str, Any]
+
+
+def rebuild_model(state: dict[str, Any], path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model of a loaded checkpoint (its EMA weights when the run kept them), in eval mode."""
+    if state.get("format") == LEGACY_FORMAT or "model_spec" not in state:
+        task = state.get("task", "TASK")
+        raise CheckpointError(f"{path} was written by an earlier cinn (format {LEGACY_FORMAT}), which does not "
+                              f"describe its model; convert it once with: python -m tasks.{task} upgrade "
+                              f"--checkpoint {path}")
+    try:
+        model = build_from_spec(state["model_spec"])
+        model.load_state_dict(trained_weights(state))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or ["no details"])[0][:200]
+        raise CheckpointError(f"{path} describes a model that cannot be rebuilt ({type(error).__name__}: "
+                              f"{reason}); it was written by cinn {state.get('cinn_version', '?')}") from None
+    return model.to(device).eval()
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """The trained model of a checkpoint with its task, data conventions and config — no task code and no
+    config file needed.
+
+    Example:
+        >>> trained = load_trained("runs/glow_fashion_mnist/checkpoint.pt")   # doctest: +SKIP
+        >>> trained.conventions["n_bits"], trained.model.input_shape   # doctest: +SKIP
+        (8, (1, 28, 28))
+    """
+    state = load_checkpoint(path, map_location=device)
+    return TrainedModel(rebuild_model(state, path, device), state["task"], dict(state.get("conventions", {})),
+                        dict(state.get("config", {})))
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model of any task's checkpoint, rebuilt from the file alone, in eval mode.
+
+    Example:
+        >>> flow = cinn.load("runs/glow_fashion_mnist/checkpoint.pt")   # doctest: +SKIP
+        >>> samples = flow.sample(16, temperature=0.7)   # doctest: +SKIP
+    """
+    return load_trained(path, device).model

@@ -9,12 +9,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from cinn.data import collate_images
 from cinn.engine.objective import Objective
 from cinn.engine.schedule import step_seed
 from cinn.models.flow import Condition, Flow
+from cinn.progress import Progress
 
 
 def prepared_batches(dataset: Dataset, objective: Objective, *, batch_size: int = 256, seed: int = 0,
@@ -28,10 +28,11 @@ def prepared_batches(dataset: Dataset, objective: Objective, *, batch_size: int 
     device = torch.device(device)
     indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, collate_fn=collate_images)
-    with tqdm(loader, desc=description, disable=not progress, leave=False) as bar:  # closed if abandoned
-        for index, (images, labels) in enumerate(bar):
+    with Progress(description, total=len(loader), unit="batches", enabled=progress, leave=False) as bar:
+        for index, (images, labels) in enumerate(loader):  # the bar is closed if the batches are abandoned
             generator = torch.Generator(device).manual_seed(step_seed(seed, index, stream=2))
             yield objective.prepare(images.to(device), labels.to(device), generator)
+            bar.update()
 
 
 class BitsPerDim(NamedTuple):

@@ -4,12 +4,14 @@ from cinn.models.cinn import build_cinn, build_cinn_fc
 from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot
 from cinn.models.flow import Flow, standard_normal_log_prob
 from cinn.models.glow import build_glow
+from cinn.models.inverted_backprop import InvertingBackprop, with_backprop
 from cinn.models.regressor import GaussianRegressor, UpsamplingHead, build_regressor
 
 __all__ = [
     "Flow",
     "GaussianRegressor",
     "ImageConditionPyramid",
+    "InvertingBackprop",
     "LabelMaps",
     "OneHot",
     "UpsamplingHead",
@@ -18,4 +20,5 @@ __all__ = [
     "build_glow",
     "build_regressor",
     "standard_normal_log_prob",
+    "with_backprop",
 ]

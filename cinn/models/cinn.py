@@ -11,10 +11,13 @@ from cinn.blocks import (
     ActNorm,
     ChannelPermutation,
     CouplingBlock,
+    CouplingMap,
+    CouplingTransform,
     HaarDownsampling,
     OrthogonalPermutation,
     Split,
     conv_subnet,
+    coupling_map,
     fc_subnet,
 )
 from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot, default_condition_channels
@@ -25,7 +28,8 @@ from cinn.models.glow import check_multiscale_shape
 def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_levels: int = 3,
                blocks_per_level: int = 4, hidden_channels: int = 64,
                condition_channels: Sequence[int] | None = None, clamp: float = 1.5,
-               split_prior: bool = False, actnorm: bool = False, seed: int = 0) -> Flow:
+               split_prior: bool = False, actnorm: bool = False, seed: int = 0,
+               coupling: CouplingMap | CouplingTransform = "affine_soft_clamp") -> Flow:
     r"""Multi-scale conditional INN: ``L`` levels of [Haar → K × (conditional coupling → orthogonal
     permutation)] → split.
 
@@ -34,15 +38,19 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     higher resolution than ab) a conv pyramid (:class:`~cinn.models.condition.ImageConditionPyramid`);
     for a class condition (``condition_shape = (K,)``) learned label embeddings broadcast as maps
     (:class:`~cinn.models.condition.LabelMaps`, ``c`` given as labels ``(B,)`` or one-hot). Level
-    ``l`` works at ``H/2^(l+1) x W/2^(l+1)`` and its couplings (affine, soft clamp ``clamp``, both
-    halves transformed, conv subnets of width ``hidden_channels``) receive the condition features
-    of that resolution, concatenated to their input. After each level but the last, half the
+    ``l`` works at ``H/2^(l+1) x W/2^(l+1)`` and its couplings (both halves transformed, conv subnets of
+    width ``hidden_channels``) receive the condition features of that resolution, concatenated to their
+    input. The couplings' map is ``coupling``, by default the paper's soft-clamped affine map
+    ``y = x·exp(s) + t``, ``|s| < clamp`` (:class:`~cinn.blocks.SoftClampAffine`); a name
+    (:func:`~cinn.blocks.coupling_map`) or a :class:`~cinn.blocks.CouplingMap` object, which carries its
+    own settings (``clamp`` configures ``"affine_soft_clamp"`` only). After each level but the last, half the
     channels are split off (plain split as in the paper, or a learned prior with ``split_prior``).
     ``actnorm`` (not in the paper) puts an :class:`~cinn.blocks.ActNorm` before every coupling.
     Parameters and activations are channels_last (NHWC; :meth:`~cinn.models.Flow.use_channels_last`),
     which the CPU's convolutions run faster (measured on Glow: :func:`~cinn.models.glow.build_glow`).
 
     Example:
+        >>> import torch
         >>> model = build_cinn((2, 16, 16), (1, 16, 16), n_levels=2, blocks_per_level=2, hidden_channels=16)
         >>> ab, lightness = torch.randn(3, 2, 16, 16), torch.randn(3, 1, 16, 16)
         >>> log_p = model.log_prob(ab, c=lightness)
@@ -68,13 +76,14 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
                                                                               strict=True)],
                 condition_net=condition_net)
     subnet = conv_subnet(hidden_channels, middle_kernel_size=3)
+    transform = coupling_map(coupling, clamp=clamp)
     for level in range(n_levels):
         flow.append(HaarDownsampling)
         for block in range(blocks_per_level):
             if actnorm:
                 flow.append(ActNorm)
-            flow.append(CouplingBlock, condition=level, subnet_constructor=subnet,
-                        transform="affine_soft_clamp", clamp=clamp, two_sided=True)
+            flow.append(CouplingBlock, condition=level, subnet_constructor=subnet, transform=transform,
+                        two_sided=True)
             flow.append(OrthogonalPermutation, seed=seed + level * blocks_per_level + block)
         if level < n_levels - 1:
             flow.append(Split, learned_prior=split_prior)
@@ -93,7 +102,8 @@ def condition_scale_steps(condition_shape: Sequence[int], input_shape: Sequence[
 
 def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int = 24,
                   hidden_features: int = 512, clamp: float = 1.5, actnorm: bool = False,
-                  permutation: Literal["shuffle", "orthogonal"] = "shuffle", seed: int = 0) -> Flow:
+                  permutation: Literal["shuffle", "orthogonal"] = "shuffle", seed: int = 0,
+                  coupling: CouplingMap | CouplingTransform = "affine_soft_clamp") -> Flow:
     r"""The cINN paper's MNIST model: flatten → ``n_blocks`` × [fixed random permutation →
     conditional affine coupling (soft clamp, both halves, one hidden layer of ``hidden_features``)].
 
@@ -105,9 +115,11 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
     puts an :class:`~cinn.blocks.ActNorm` (per-dimension scale and shift, data-initialised) before
     every coupling. Every coupling receives the one-hot label, concatenated to its subnet input;
     ``c`` is given as integer labels ``(B,)`` or one-hot ``(B, n_classes)``. The single latent is
-    flat, ``(B, prod(input_shape))``.
+    flat, ``(B, prod(input_shape))``. ``coupling`` and ``clamp`` choose the couplings' map as for
+    :func:`build_cinn`.
 
     Example:
+        >>> import torch
         >>> model = build_cinn_fc((1, 28, 28), 10, n_blocks=4, hidden_features=64)
         >>> digits = model.sample(10, c=torch.arange(10), temperature=0.8)   # (10, 1, 28, 28)
     """
@@ -115,6 +127,7 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
     if len(input_shape) > 1:
         flow.append(Flatten)
     subnet = fc_subnet(hidden_features)
+    transform = coupling_map(coupling, clamp=clamp)
     for block in range(n_blocks):
         if permutation == "shuffle":
             flow.append(ChannelPermutation, kind="shuffle", seed=seed + block)
@@ -124,6 +137,5 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
             raise ValueError(f"unknown permutation {permutation!r}; use 'orthogonal' or 'shuffle'")
         if actnorm:
             flow.append(ActNorm)
-        flow.append(CouplingBlock, condition=0, subnet_constructor=subnet, transform="affine_soft_clamp",
-                    clamp=clamp, two_sided=True)
+        flow.append(CouplingBlock, condition=0, subnet_constructor=subnet, transform=transform, two_sided=True)
     return flow

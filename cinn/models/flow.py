@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -11,15 +12,53 @@ from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
 from cinn.blocks._shapes import sum_per_sample
-from cinn.models.inverted_backprop import transform_inverting_for_backward
 
 Condition = Tensor | Sequence[Tensor] | None
 Backprop = Literal["standard", "inversion"]
+"""How a flow's gradients are computed: by standard backprop, or by inversion without stored activations
+(:func:`cinn.models.inverted_backprop.with_backprop`)."""
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """``Σ log N(z; 0, I)`` over all but the batch axis: shape ``(B,)``."""
     return -0.5 * sum_per_sample(z.pow(2) + math.log(2 * math.pi))
+
+
+def log_prob_from_latents(latents: Sequence[Tensor], log_det: Tensor) -> Tensor:
+    """``log p(x) = Σ_k log N(ε_k; 0, I) + log|det ∂ε/∂x|`` from a flow's latents ``ε_k`` and log-det, shape
+    ``(B,)``."""
+    return sum(standard_normal_log_prob(z) for z in latents) + log_det
+
+
+@dataclass(frozen=True)
+class FlowStep:
+    """One block of a :class:`Flow` with where it sits in the flow: the index of the condition tensor it
+    receives (``None``: none) and the positions of the latents it splits off in the flow's latent list
+    (:meth:`Flow.encode`'s output), a slice, empty for a block that splits off none.
+
+    Example:
+        >>> from cinn.blocks import Split
+        >>> flow = Flow((4, 2, 2))
+        >>> _ = flow.append(Split)
+        >>> [(type(step.block).__name__, step.split_off) for step in flow.steps()]
+        [('Split', slice(0, 1, None))]
+    """
+
+    block: InvertibleModule
+    condition: int | None
+    split_off: slice
+
+    def conditions_of(self, conditions: Sequence[Tensor]) -> list[Tensor]:
+        """The block's condition tensors among the flow's ``conditions``: ``[conditions[i]]``, or ``[]``."""
+        return [] if self.condition is None else [conditions[self.condition]]
+
+    def __call__(self, inputs: list[Tensor], block_conditions: list[Tensor], rev: bool
+                 ) -> tuple[tuple[Tensor, ...], Tensor | float]:
+        """The block's FrEIA call ``block(inputs, c=block_conditions, rev=rev, jac=True)``, without ``c`` for an
+        unconditional block (some FrEIA blocks take none): ``(outputs, log_det)``."""
+        if block_conditions:
+            return self.block(inputs, c=block_conditions, rev=rev, jac=True)
+        return self.block(inputs, rev=rev, jac=True)
 
 
 class Flow(nn.Module):
@@ -37,10 +76,10 @@ class Flow(nn.Module):
     with ``condition=i`` receives tensor ``i``. Without a ``condition_net``, ``c`` is that list
     (or a single tensor).
 
-    ``backprop = "inversion"`` makes :meth:`transform` (and so :meth:`log_prob`) keep no activations
-    for the backward pass, which reconstructs them by inverting the blocks instead: activation memory
-    independent of depth, same gradients (:mod:`cinn.models.inverted_backprop`). It is a runtime
-    setting, not part of the state dict.
+    :meth:`steps` is the one walk over the blocks, first to last: :meth:`transform` runs it forwards,
+    :meth:`inverse` backwards, and so does the backward pass of backprop by inversion, which a wrapper
+    chooses (:func:`~cinn.models.inverted_backprop.with_backprop`): activation memory independent of
+    depth, same gradients.
 
     Example:
         >>> from cinn.blocks import ActNorm, CouplingBlock, conv_subnet
@@ -62,7 +101,6 @@ class Flow(nn.Module):
         self.block_latents: list[int] = []
         self.split_shapes: list[tuple[int, ...]] = []
         self.output_shape = self.input_shape
-        self.backprop: Backprop = "standard"
         self.memory_format = torch.contiguous_format
 
     def use_channels_last(self) -> Flow:
@@ -71,13 +109,16 @@ class Flow(nn.Module):
         convolutions faster so (BENCHMARKS.md). Returns the flow; :meth:`inverse` still returns NCHW images.
 
         Example:
+            >>> from cinn.models import build_glow
             >>> flow = build_glow((1, 8, 8), n_levels=2, steps_per_level=1, channels_last=False)
             >>> flow = flow.use_channels_last()   # what build_glow does by default
         """
         self.memory_format = torch.channels_last
         return self.to(memory_format=torch.channels_last)
 
-    def _in_layout(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+    def in_layout(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        """``tensors`` in the flow's memory layout: 4-D ones NHWC after :meth:`use_channels_last`, the rest as
+        they are (a tensor already in that layout is returned itself)."""
         return [t.contiguous(memory_format=self.memory_format) if t.dim() == 4 else t for t in tensors]
 
     def append(self, block_class: type[InvertibleModule], *, condition: int | None = None,
@@ -96,6 +137,15 @@ class Flow(nn.Module):
         self.split_shapes.extend(shapes[1:])
         self.output_shape = shapes[0]
         return block
+
+    def steps(self) -> list[FlowStep]:
+        """The blocks first to last, each with its condition index and the slice of the latent list it
+        splits off (see :class:`FlowStep`)."""
+        steps, start = [], 0
+        for block, condition, count in zip(self.blocks, self.block_conditions, self.block_latents, strict=True):
+            steps.append(FlowStep(block, condition, slice(start, start + count)))
+            start += count
+        return steps
 
     @property
     def latent_shapes(self) -> list[tuple[int, ...]]:
@@ -116,32 +166,20 @@ class Flow(nn.Module):
         if c is None:
             raise ValueError("this model is conditional: pass a condition c")
         if self.condition_net is not None:
-            c = self.condition_net(self._in_layout([c])[0] if isinstance(c, Tensor) else c)
-        return self._in_layout([c] if isinstance(c, Tensor) else list(c))
-
-    def _run_block(self, index: int, inputs: list[Tensor], conditions: Sequence[Tensor],
-                   rev: bool) -> tuple[tuple[Tensor, ...], Tensor | float]:
-        block, condition = self.blocks[index], self.block_conditions[index]
-        if condition is None:
-            return block(inputs, rev=rev, jac=True)
-        return block(inputs, c=[conditions[condition]], rev=rev, jac=True)
+            c = self.condition_net(self.in_layout([c])[0] if isinstance(c, Tensor) else c)
+        return self.in_layout([c] if isinstance(c, Tensor) else list(c))
 
     def transform(self, x: Tensor, c: Condition = None) -> tuple[list[Tensor], Tensor]:
         """Forward pass: ``x ↦ (latents, log|det ∂latents/∂x|)``; log-det has shape ``(B,)``."""
-        conditions = self.conditions(c)
-        (x,) = self._in_layout([x])
-        if self.backprop == "inversion" and torch.is_grad_enabled():
-            return transform_inverting_for_backward(self, x, conditions)
-        return self.transform_with_conditions(x, conditions)
+        return self.transform_with_conditions(x, self.conditions(c))
 
     def transform_with_conditions(self, x: Tensor, conditions: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         """:meth:`transform` for the blocks' condition tensors (the output of :meth:`conditions`)."""
+        (h,) = self.in_layout([x])
         latents: list[Tensor] = []
-        log_det = x.new_zeros(x.shape[0])
-        h = x
-        for index in range(len(self.blocks)):
-            outputs, block_log_det = self._run_block(index, [h], conditions, rev=False)
-            h, *split_off = outputs
+        log_det = h.new_zeros(h.shape[0])
+        for step in self.steps():
+            (h, *split_off), block_log_det = step([h], step.conditions_of(conditions), rev=False)
             latents.extend(split_off)
             log_det = log_det + block_log_det
         latents.append(h)
@@ -152,14 +190,11 @@ class Flow(nn.Module):
         if len(latents) != len(self.latent_shapes):
             raise ValueError(f"expected {len(self.latent_shapes)} latent tensors, got {len(latents)}")
         conditions = self.conditions(c)
-        remaining = self._in_layout(latents)
-        h = remaining.pop()
+        latents = self.in_layout(latents)
+        h = latents[-1]
         log_det = h.new_zeros(h.shape[0])
-        for index in reversed(range(len(self.blocks))):
-            count = self.block_latents[index]
-            split_off = remaining[len(remaining) - count:]
-            del remaining[len(remaining) - count:]
-            outputs, block_log_det = self._run_block(index, [h, *split_off], conditions, rev=True)
+        for step in reversed(self.steps()):
+            outputs, block_log_det = step([h, *latents[step.split_off]], step.conditions_of(conditions), rev=True)
             h = outputs[0]
             log_det = log_det + block_log_det
         return h.contiguous(), log_det
@@ -174,8 +209,7 @@ class Flow(nn.Module):
 
     def log_prob(self, x: Tensor, c: Condition = None) -> Tensor:
         """``log p(x | c)`` in nats, shape ``(B,)``."""
-        latents, log_det = self.transform(x, c)
-        return sum(standard_normal_log_prob(z) for z in latents) + log_det
+        return log_prob_from_latents(*self.transform(x, c))
 
     def forward(self, x: Tensor, c: Condition = None) -> Tensor:
         """Same as :meth:`log_prob` (so that wrappers such as DDP see the training objective)."""
@@ -188,6 +222,7 @@ class Flow(nn.Module):
         ``(C, h·H/H₀, w·W/W₀)`` at ``(H, W)``. ``None`` gives the model's own input size.
 
         Example:
+            >>> from cinn.models import build_cinn
             >>> build_cinn((2, 64, 64), (1, 64, 64), n_levels=3).latent_shapes_at((64, 96))[-1]
             (32, 8, 12)
         """

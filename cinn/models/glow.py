@@ -9,12 +9,14 @@ from cinn.blocks import (
     ActNorm,
     ChannelPermutation,
     CouplingBlock,
+    CouplingMap,
     InvertibleConv1x1,
     InvertibleConv1x1LU,
     LearnedPrior,
     Split,
     Squeeze,
     conv_subnet,
+    coupling_map,
 )
 from cinn.models.condition import OneHot
 from cinn.models.flow import Flow
@@ -35,7 +37,7 @@ def check_multiscale_shape(input_shape: Sequence[int], n_levels: int) -> None:
 
 
 def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, steps_per_level: int = 32,
-               hidden_channels: int = 512, coupling: GlowCoupling = "affine", min_scale: float = 0.0,
+               hidden_channels: int = 512, coupling: GlowCoupling | CouplingMap = "affine", min_scale: float = 0.0,
                permutation: GlowPermutation = "lu", learn_top_prior: bool = True, split_prior: bool = True,
                n_classes: int = 0, seed: int = 0, channels_last: bool = True) -> Flow:
     r"""Multi-scale Glow: ``L`` levels of [squeeze → K × (ActNorm → 1x1 conv → coupling)] → split.
@@ -46,8 +48,11 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
     (Glow's ``ycond``): pass ``c`` as integer labels ``(B,)`` or one-hot ``(B, n_classes)``.
 
     Couplings use Glow's conv subnet (3x3 → ReLU → 1x1 → ReLU → zero 3x3, width
-    ``hidden_channels``) and, for ``"affine"``, the scale ``σ(h + 2)``, or
-    ``min_scale + (1 − min_scale)·σ(h + 2)`` to bound the inverse (see :class:`~cinn.blocks.CouplingBlock`).
+    ``hidden_channels``) and the map ``coupling``: ``"affine"``, Glow's ``y = (x + t)·σ(h + 2)``, or with
+    ``min_scale`` the floored scale ``min_scale + (1 − min_scale)·σ(h + 2)`` that bounds the inverse
+    (:class:`~cinn.blocks.SigmoidAffine`); ``"additive"``, ``y = x + t`` (:class:`~cinn.blocks.Additive`); or
+    any :class:`~cinn.blocks.CouplingMap` object, which carries its own settings (``min_scale`` configures
+    ``"affine"`` only).
     ``permutation`` picks the channel mixing: learned 1x1 conv (``"lu"``, ``"plain"``) or fixed
     (``"reverse"``, ``"shuffle"``).
 
@@ -58,12 +63,13 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
     training 1.06–1.09x (BENCHMARKS.md).
 
     Example:
+        >>> import torch
         >>> glow = build_glow((1, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=16)
         >>> log_p = glow.log_prob(torch.rand(4, 1, 8, 8))
     """
     check_multiscale_shape(input_shape, n_levels)
-    if coupling not in ("affine", "additive"):
-        raise ValueError(f"unknown coupling {coupling!r}; use 'affine' or 'additive'")
+    if isinstance(coupling, str) and coupling not in ("affine", "additive"):
+        raise ValueError(f"unknown coupling {coupling!r}; use 'affine', 'additive' or a CouplingMap")
     permutation_blocks = {
         "lu": (InvertibleConv1x1LU, {}),
         "plain": (InvertibleConv1x1, {}),
@@ -77,7 +83,7 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
     flow = Flow(input_shape,
                 condition_shapes=[(n_classes,)] if n_classes > 0 else [],
                 condition_net=OneHot(n_classes) if n_classes > 0 else None)
-    transform = "affine_sigmoid" if coupling == "affine" else "additive"
+    transform = coupling_map("affine_sigmoid" if coupling == "affine" else coupling, min_scale=min_scale)
     subnet = conv_subnet(hidden_channels)
     for level in range(n_levels):
         flow.append(Squeeze)
@@ -85,7 +91,7 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
             flow.append(ActNorm)
             extra = {"seed": seed + level * steps_per_level + step} if permutation == "shuffle" else {}
             flow.append(permutation_class, **permutation_kwargs, **extra)
-            flow.append(CouplingBlock, subnet_constructor=subnet, transform=transform, min_scale=min_scale)
+            flow.append(CouplingBlock, subnet_constructor=subnet, transform=transform)
         if level < n_levels - 1:
             flow.append(Split, learned_prior=split_prior,
                         condition=class_condition if split_prior else None)

@@ -1,0 +1,78 @@
+"""A folder of image files as an unlabelled dataset of squares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode, RandomCrop
+from torchvision.transforms import functional as TF
+
+from cinn.data.errors import DataError
+from cinn.data.images import fit_square, open_image
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+class ImageFolderDataset(Dataset):
+    """Every image below a folder, resized and cropped to ``image_size × image_size``, unlabelled.
+
+    Files with the extensions in ``IMAGE_EXTENSIONS`` (any case) are listed recursively and sorted by
+    relative path. Each item is opened with PIL, turned upright from its EXIF orientation, converted to
+    8-bit RGB (``channels`` 3) or grey (1) from any mode (16-bit images are scaled, not clipped; alpha
+    is dropped), resized so its shorter side is ``image_size`` (bicubic, antialiased), then
+    centre-cropped, or cropped at a position drawn from torch's RNG when ``random_crop``. An image whose
+    shorter side is below ``min_size`` is a :class:`DataError` that names the config ``setting`` to lower
+    (rather than an input upscaled beyond recognition).
+
+    Shapes: ``dataset[i]`` is ``(uint8 (channels, image_size, image_size), int64 0)``; ``num_classes``
+    is 0; ``paths`` lists the files.
+
+    Example:
+        >>> import tempfile; from PIL import Image
+        >>> folder = Path(tempfile.mkdtemp()); Image.new("RGB", (80, 60)).save(folder / "a.png")
+        >>> ImageFolderDataset(folder, image_size=32)[0][0].shape
+        torch.Size([3, 32, 32])
+    """
+
+    num_classes = 0
+
+    def __init__(self, path: Path | str, image_size: int, channels: int = 3, random_crop: bool = False,
+                 min_size: int = 1, setting: str = "image_size"):
+        root = Path(path).expanduser()
+        if channels not in (1, 3):
+            raise DataError(f"an image folder gives 1 (grey) or 3 (RGB) channels, not {channels}; set channels")
+        if image_size < 1:
+            raise DataError(f"image_size must be a positive number of pixels, got {image_size}; set image_size")
+        if not root.exists():
+            raise DataError(f"image folder {root} does not exist; check the path")
+        if not root.is_dir():
+            raise DataError(f"{root} is a file, not a folder of images; pass the folder that contains the images")
+        self.paths = sorted((file for file in root.rglob("*") if file.suffix.lower() in IMAGE_EXTENSIONS
+                             and file.is_file()), key=lambda file: file.relative_to(root).as_posix())
+        if not self.paths:
+            raise DataError(f"image folder {root} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                            "add images or pass another folder")
+        self.root = root
+        self.image_size = image_size
+        self.channels = channels
+        self.random_crop = random_crop
+        self.min_size, self.setting = min_size, setting
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = open_image(self.paths[index], self.channels)
+        if min(image.size) < self.min_size:
+            raise DataError(f"image {self.paths[index]} is {image.width}x{image.height} pixels, smaller than the "
+                            f"model's {self.min_size}x{self.min_size} input; remove it or lower {self.setting}")
+        size = self.image_size
+        if self.random_crop:
+            image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+            image = TF.crop(image, *RandomCrop.get_params(image, (size, size)))
+        else:
+            image = fit_square(image, size)
+        return TF.pil_to_tensor(image), torch.tensor(0)

@@ -1,0 +1,65 @@
+"""Any image file PIL reads → an upright 8-bit RGB or grey PIL image, and the resize-and-crop to a square."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from cinn.data.errors import DataError
+
+# PIL modes that hold more than 8 bits per pixel; PIL's own conversion to "L" clips them at 255.
+_WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def _to_8bit(image: Image.Image, channels: int) -> Image.Image:
+    """``image`` as 8-bit ``"RGB"`` (``channels`` 3) or ``"L"`` (1); alpha is dropped."""
+    if image.mode in _WIDE_INTEGER_MODES:
+        # 16-bit values scale to 8 bits by v·255/65535, rounded (65535 → 255, 32768 → 128).
+        wide = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+    elif image.mode in ("P", "PA") or "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL's supported route for palette/keyed transparency
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+def open_image(path: Path | str, channels: int = 3) -> Image.Image:
+    """The image file at ``path``, upright (EXIF orientation applied), as 8-bit ``"RGB"`` (``channels`` 3)
+    or ``"L"`` (1), from any mode PIL reads (16-bit scaled, palette and CMYK converted, alpha dropped).
+
+    Raises :class:`DataError` naming the file when it is missing, truncated or not an image.
+
+    Example (a 16-bit grey PNG, scaled rather than clipped):
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "grey16.png"
+        >>> Image.new("I;16", (4, 3), 32768).save(path)
+        >>> image = open_image(path); image.mode, image.getpixel((0, 0))
+        ('RGB', (128, 128, 128))
+    """
+    path = Path(path)
+    try:
+        # Photos up to PIL's hard limit (~179 Mpx) are wanted here; beyond it PIL raises, and so do we.
+        with warnings.catch_warnings(), Image.open(path) as opened:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return _to_8bit(ImageOps.exif_transpose(opened), channels)
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist; check the path") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise DataError(f"cannot read image {path} ({error}); delete or replace the file") from error
+
+
+def fit_square(image: Image.Image, size: int) -> Image.Image:
+    """``image`` resized so its shorter side is ``size`` (bicubic, antialiased), then centre-cropped to
+    ``size × size``.
+
+    Example:
+        >>> fit_square(Image.new("RGB", (60, 40)), 32).size
+        (32, 32)
+    """
+    image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return TF.center_crop(image, [size, size])

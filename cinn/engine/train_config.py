@@ -1,0 +1,103 @@
+"""The ``train:`` section every task config shares, and the optimiser it selects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from cinn.config import ConfigError
+
+Backprop = Literal["standard", "inversion"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every task (the ``train:`` section of a task config).
+
+    Example:
+        >>> TrainConfig(steps=100, lr=5e-4).batch_size
+        64
+    """
+
+    steps: int = 10_000
+    """training steps; the run ends at this step (or at max_minutes)"""
+    max_minutes: float | None = None
+    """time budget in minutes (training time only, summed over resumes); null: no budget"""
+    batch_size: int = 64
+    """images per step (the global batch under torchrun)"""
+    optimizer: Literal["adam", "adamw", "adamax"] = "adamax"
+    """optimiser (Adam and AdamW use torch's fused kernel)"""
+    lr: float = 1e-3
+    """peak learning rate (reached after warmup_steps)"""
+    weight_decay: float = 0.0
+    """L2 penalty (adam, adamax) or decoupled weight decay (adamw)"""
+    warmup_steps: int = 200
+    """steps of linear learning-rate warm-up from 0"""
+    lr_decay: Literal["none", "linear", "cosine"] = "none"
+    """learning-rate decay after warm-up, down to 0 at the last step"""
+    grad_clip: float | None = 50.0
+    """clip the gradient's global norm to this; null: no clipping"""
+    ema_decay: float | None = None
+    """keep an exponential moving average of the weights with this decay (evaluated and sampled from)"""
+    init_batch_size: int = 512
+    """images of the one batch that initialises ActNorm layers from data"""
+    max_nonfinite_steps: int = 20
+    """consecutive steps with a non-finite loss or gradient (each skipped) before training stops"""
+    log_every: int = 50
+    """steps between rows of metrics.csv and TensorBoard"""
+    eval_every: int = 0
+    """steps between evaluations on held-out data (0: none during training)"""
+    eval_images: int = 1000
+    """held-out images per evaluation during training"""
+    sample_every: int = 1000
+    """steps between sample figures in samples/ (0: only at the end)"""
+    checkpoint_every: int = 500
+    """steps between checkpoints (one is also written at the end and on Ctrl-C)"""
+    seed: int = 0
+    """seed of initialisation, batch order and dequantisation noise"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: networks that compute parameters run under bfloat16 autocast; the x → z path stays float32"""
+    compile: bool = False
+    """run the model through torch.compile"""
+    backprop: Backprop = "standard"
+    """inversion: reconstruct activations in the backward pass instead of storing them (same gradients)"""
+    retain_freed_memory: bool = True
+    """keep freed CPU memory for reuse instead of returning it to the OS each step (CPU only)"""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda, cuda:N"""
+    num_workers: int = 0
+    """data-loading worker processes"""
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "init_batch_size", "log_every", "checkpoint_every",
+                     "max_nonfinite_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ConfigError("train.weight_decay and train.warmup_steps must not be negative")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must lie in (0, 1), got {self.ema_decay}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
+        if self.compile and self.backprop == "inversion":
+            raise ConfigError("train.compile cannot trace backprop by inversion (train.backprop=inversion); "
+                              "choose one")
+
+
+def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimiser; Adam and AdamW use torch's fused kernel (one pass over all parameters,
+    3x faster than the per-parameter loop on the CPU: 14 vs 42 ms per step for a 12 M-parameter Glow).
+
+    Example:
+        >>> build_optimizer(list(nn.Linear(2, 2).parameters()), TrainConfig(optimizer="adam")).defaults["lr"]
+        0.001
+    """
+    if config.optimizer == "adamax":
+        return torch.optim.Adamax(parameters, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
+    return optimizer(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)

@@ -1,0 +1,411 @@
+"""The task kernel: the commands every task has — ``train``, ``eval``, ``check``, ``sample``, ``bench``,
+``upgrade`` — with their arguments, resume rules, device and seed handling, written once.
+
+A task is a subclass of :class:`Task` that declares what is its own: its config class, its data, its
+model spec, its objective, what its figures show, and any extra commands. ``python -m tasks.X`` is then
+
+    if __name__ == "__main__":
+        MyTask().run()
+
+Every model a task trains is written in the self-describing checkpoint format of
+:mod:`cinn.engine.checkpoint`, so :func:`cinn.load` rebuilds it without the task.
+
+Example (a task of its own, ``tasks/glow.py`` is the full version of this):
+    >>> from dataclasses import dataclass, field
+    >>> from cinn.engine import DequantizedImages, TrainConfig
+    >>> from cinn.models import build_glow
+    >>> from cinn.models.registry import model_spec
+    >>> @dataclass
+    ... class TinyConfig:
+    ...     run_dir: str = "runs/tiny"
+    ...     train: TrainConfig = field(default_factory=TrainConfig)
+    >>> class TinyGlow(Task):
+    ...     name, config_class = "tiny", TinyConfig
+    ...     def model_spec(self, config, facts):
+    ...         return model_spec(build_glow, input_shape=facts["image_shape"], n_levels=1, steps_per_level=2)
+    ...     def objective(self, config, train):
+    ...         return DequantizedImages(n_bits=8)
+    >>> model, info = TinyGlow().build_model(TinyConfig(), {"image_shape": [1, 8, 8], "n_classes": 0})
+    >>> info["model_spec"]["builder"], model.input_shape
+    ('build_glow', (1, 8, 8))
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from cinn import cli
+from cinn.bench import benchmark_training
+from cinn.config import ConfigError, config_from_dict, config_to_dict, format_config_help, load_config
+from cinn.engine import (
+    BitsPerDim,
+    CheckpointError,
+    Objective,
+    Trainer,
+    build_optimizer,
+    close_process_group,
+    evaluate_bits_per_dim,
+    init_process_group,
+    load_checkpoint,
+    model_info,
+    prepared_batches,
+    resolve_device,
+    save_checkpoint,
+    standard_hooks,
+)
+from cinn.engine.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMAT, rebuild_model
+from cinn.models import Flow
+from cinn.models.registry import build_from_spec
+from cinn.viz import save_grid
+
+C = TypeVar("C")
+
+
+@dataclass
+class ImageDataConfig:
+    """The ``data:`` section of a task on image datasets (a task subclasses it to add its own settings)."""
+
+    dataset: str = "fashion-mnist"
+    """mnist | fashion-mnist | cifar10 | a folder of images (then image_size and channels apply)"""
+    root: str | None = None
+    """where the named dataset lives (default: torchvision's download folder, Debian's package)"""
+    image_size: int = 32
+    """side of the square a folder's images are resized and cropped to"""
+    channels: int = 3
+    """channels of a folder's images: 3 (RGB) or 1 (grey)"""
+    n_bits: int = 8
+    """bits per colour channel the images are quantised to (1-8)"""
+
+    def validate(self) -> None:
+        if not 1 <= self.n_bits <= 8:
+            raise ConfigError(f"data.n_bits must be between 1 and 8, got {self.n_bits}")
+
+
+@dataclass
+class CinnModelConfig:
+    """The ``model:`` settings of a multi-scale conditional INN (:func:`~cinn.models.build_cinn`), which a
+    task's model section extends."""
+
+    n_levels: int = 3
+    """scales: Haar downsampling, couplings, permutations, a split"""
+    blocks_per_level: int = 4
+    """conditional soft-clamp couplings per scale"""
+    hidden_channels: int = 64
+    """width of the coupling subnets"""
+    clamp: float = 1.5
+    """soft clamp of the couplings' log-scales"""
+    split_prior: bool = False
+    """predict each split-off latent's Gaussian from the kept channels"""
+    actnorm: bool = False
+    """a data-initialised ActNorm before every coupling (not in the paper)"""
+
+    def validate(self) -> None:
+        if self.n_levels < 1 or self.blocks_per_level < 1 or self.hidden_channels < 1:
+            raise ConfigError("model.n_levels, model.blocks_per_level and model.hidden_channels must be positive")
+        if self.clamp <= 0:
+            raise ConfigError(f"model.clamp must be positive, got {self.clamp}")
+
+
+@dataclass
+class TrainedRun(Generic[C]):
+    """A checkpoint opened by its task: the run's config, the trained model (eval mode, on ``device``),
+    the data conventions and the raw checkpoint dict."""
+
+    config: C
+    model: nn.Module
+    conventions: dict[str, Any]
+    state: dict[str, Any]
+    device: torch.device
+
+
+@dataclass
+class Command:
+    """An extra command of a task: ``add_arguments(parser)`` declares its options (``--checkpoint``,
+    ``--device`` and ``--seed`` come with every command that opens a checkpoint), ``run(args)`` runs it."""
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], None]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    opens_checkpoint: bool = True
+
+
+def data_facts(train_set: Dataset) -> dict[str, Any]:
+    """What the model spec may depend on in the data: the shape of one image and the number of classes."""
+    image, _ = train_set[0]
+    return {"image_shape": list(image.shape), "n_classes": int(getattr(train_set, "num_classes", 0))}
+
+
+class Task(Generic[C]):
+    """One command-line task. Subclasses set the class attributes and implement the methods marked
+    *required*; the others have defaults that fit a model of images."""
+
+    name: ClassVar[str]
+    """The task's name: checkpoints record it, ``python -m tasks.<name>`` runs it."""
+    config_class: ClassVar[type]
+    """The task's config dataclass: sections ``data``, ``model``, ``train`` (a TrainConfig), ..."""
+    description: ClassVar[str] = ""
+    data_option: ClassVar[tuple[str, str]] = ("--data-root", "where the data lives, if not where it was in "
+                                                             "training")
+    """The option of ``eval`` and ``check`` that points at other held-out data (see :meth:`eval_data`)."""
+    eval_batch_size: ClassVar[int] = 256
+    check_limit: ClassVar[int | None] = 1000
+    train_shortcuts: ClassVar[dict[str, tuple[str, str]]] = {}
+    """Train options that stand for a config key, e.g. ``{"--data": ("data.path", "a folder of photos")}``."""
+    benchmarks: ClassVar[bool] = False
+    """Whether the task offers ``bench`` (training and sampling speed of its model)."""
+    sample_count: ClassVar[int] = 64
+    sample_count_help: ClassVar[str] = "samples per grid"
+    sample_temperatures: ClassVar[tuple[float, ...]] = (0.5, 0.7, 0.8, 1.0)
+
+    # ------------------------------------------------------------------ declared by the task (required)
+    def train_data(self, config: C) -> Dataset:
+        """*Required.* The training set: items ``(uint8 image, label)``."""
+        raise NotImplementedError
+
+    def eval_data(self, config: C, data: str | None) -> tuple[Dataset, str]:
+        """*Required.* The held-out set (from ``data`` when given, the task's data option) and what it is."""
+        raise NotImplementedError
+
+    def model_spec(self, config: C, facts: dict[str, Any]) -> dict[str, Any]:
+        """*Required.* The spec (:func:`~cinn.models.registry.model_spec`) of the model for ``config``;
+        ``facts`` are :func:`data_facts` of the training set."""
+        raise NotImplementedError
+
+    def objective(self, config: C, train: bool) -> Objective:
+        """*Required.* Images → model inputs; ``train=False``: the objective whose bits/dim is reported."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ declared by the task (optional)
+    def conventions(self, config: C, facts: dict[str, Any]) -> dict[str, Any]:
+        """What a user of the trained model must know about its data; stored in the checkpoint."""
+        return dict(facts)
+
+    def figure(self, model: nn.Module, config: C, conventions: dict[str, Any], eval_set: Dataset,
+               device: torch.device) -> Tensor:
+        """Images ``(N, C, H, W)`` in [0, 1] for the run's sample grids (a task without this has none)."""
+        raise NotImplementedError
+
+    def sample_images(self, model: nn.Module, conventions: dict[str, Any], n: int, temperature: float,
+                      generator: torch.Generator) -> tuple[Tensor, int] | None:
+        """``(images, images per grid row)`` for the ``sample`` command, or None if the task has none."""
+        return None
+
+    def describe_bits_per_dim(self, result: BitsPerDim, config: C, where: str) -> str:
+        """The line ``eval`` prints for the held-out bits/dim."""
+        return f"test bits/dim: {result.summary()}; {where}, uniform dequantisation"
+
+    def report(self, run: TrainedRun[C], eval_set: Dataset, args: argparse.Namespace) -> None:
+        """Further ``eval`` output after the bits/dim line."""
+
+    def add_eval_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Options of the task's own ``eval`` output (see :meth:`report`)."""
+
+    def after_training(self, trainer: Trainer, config: C, eval_set: Dataset) -> None:
+        """What the main process does once training ends (e.g. a figure of held-out results)."""
+
+    def commands(self) -> list[Command]:
+        """The task's own commands beyond the kernel's."""
+        return []
+
+    def legacy_facts(self, state: dict[str, Any]) -> dict[str, Any]:
+        """:func:`data_facts` of a run from what a ``cinn-checkpoint-1`` file stored."""
+        return {"image_shape": list(state.get("input_shape", [])), "n_classes": int(state.get("num_classes", 0))}
+
+    # ------------------------------------------------------------------ kernel
+    def build_model(self, config: C, facts: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+        """The untrained model for ``config`` (seeded with ``train.seed``) and the checkpoint entries that
+        describe it."""
+        spec = self.model_spec(config, facts)
+        torch.manual_seed(config.train.seed)
+        try:
+            model = build_from_spec(spec)
+        except ValueError as error:
+            raise ConfigError(f"impossible model for this data: {error}") from None
+        return model, model_info(spec, self.conventions(config, facts))
+
+    def open(self, checkpoint: Path, device: torch.device) -> TrainedRun[C]:
+        """A checkpoint of this task with its config and trained model (EMA weights when kept)."""
+        state = self.read_state(checkpoint, device)
+        config = config_from_dict(self.config_class, state["config"])
+        return TrainedRun(config, rebuild_model(state, checkpoint, device), state["conventions"], state, device)
+
+    def read_state(self, checkpoint: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+        """A checkpoint of this task as a dict, files of the earlier format upgraded in memory."""
+        state = load_checkpoint(checkpoint, map_location=device)
+        if state.get("task") != self.name:
+            raise CheckpointError(f"{checkpoint} is a checkpoint of the '{state.get('task')}' task, not "
+                                  f"'{self.name}'")
+        if state.get("format") == LEGACY_FORMAT:
+            config = config_from_dict(self.config_class, state["config"])
+            facts = self.legacy_facts(state)
+            state = {**state, **model_info(self.model_spec(config, facts), self.conventions(config, facts)),
+                     "format": CHECKPOINT_FORMAT}
+        return state
+
+    def train(self, args: argparse.Namespace, overrides: Sequence[str]) -> None:
+        for option, (key, _) in self.train_shortcuts.items():
+            value = getattr(args, option.lstrip("-").replace("-", "_"))
+            if value is not None:
+                overrides = [*overrides, f"--{key}={value}"]
+        config = cli.train_config(self.config_class, args, overrides, self.name)
+        group = init_process_group(config.train.device)
+        try:
+            train_set = self.train_data(config)
+            eval_set, _ = self.eval_data(config, None)
+            model, info = self.build_model(config, data_facts(train_set))
+            run_dir = cli.start_run_dir(config, group.is_main)
+            objective = self.objective(config, train=False)
+
+            def evaluate(trained: nn.Module) -> float:
+                return evaluate_bits_per_dim(trained, eval_set, objective, batch_size=self.eval_batch_size,
+                                             device=group.device, limit=config.train.eval_images,
+                                             progress=False).mean
+
+            def sample(trained: nn.Module) -> Tensor:
+                return self.figure(trained, config, info["conventions"], eval_set, group.device)
+
+            has_figure = type(self).figure is not Task.figure
+            hooks = standard_hooks(config.train, evaluate=evaluate, sample=sample if has_figure else None)
+            trainer = Trainer(model, config.train, run_dir, train_set, self.objective(config, train=True),
+                              task=self.name, task_config=config_to_dict(config), model_info=info, hooks=hooks,
+                              group=group)
+            trainer.fit(resume=args.resume)
+            if group.is_main:
+                self.after_training(trainer, config, eval_set)
+        finally:
+            close_process_group(group)
+
+    def evaluate(self, args: argparse.Namespace) -> None:
+        run = self.open(args.checkpoint, resolve_device(args.device))
+        eval_set, where = self.eval_data(run.config, args.data)
+        result = evaluate_bits_per_dim(run.model, eval_set, self.objective(run.config, train=False),
+                                       batch_size=args.batch_size, seed=args.seed, device=run.device,
+                                       limit=args.limit)
+        print(self.describe_bits_per_dim(result, run.config, where))
+        self.report(run, eval_set, args)
+
+    def check(self, args: argparse.Namespace) -> None:
+        run = self.open(args.checkpoint, resolve_device(args.device))
+        if not isinstance(run.model, Flow):
+            raise ConfigError(f"{args.checkpoint} holds a {type(run.model).__name__}, which is not invertible; "
+                              "check applies to invertible models")
+        eval_set, where = self.eval_data(run.config, args.data)
+        print(f"{where}:")
+        batches = prepared_batches(eval_set, self.objective(run.config, train=False), batch_size=args.batch_size,
+                                   seed=args.seed, device=run.device, limit=args.limit, description="check")
+        cli.check_trained(run.model, batches, args.checkpoint)
+
+    def sample(self, args: argparse.Namespace) -> None:
+        run = self.open(args.checkpoint, resolve_device(args.device))
+        out = Path(args.out or Path(args.checkpoint).parent / "samples")
+        for temperature in args.temperatures:
+            generator = torch.Generator(run.device).manual_seed(args.seed)
+            with torch.no_grad():
+                images, nrow = self.sample_images(run.model, run.conventions, args.n, temperature, generator)
+            path = out if out.suffix == ".png" and len(args.temperatures) == 1 else \
+                out / f"temperature_{temperature:.2f}.png"
+            print(f"T={temperature}: {save_grid(images, path, nrow=nrow)}")
+
+    def bench(self, args: argparse.Namespace, overrides: Sequence[str]) -> None:
+        config = load_config(self.config_class, args.config, overrides)
+        device = resolve_device(config.train.device)
+        facts = data_facts(self.train_data(config)) if args.shape is None else {"image_shape": list(args.shape),
+                                                                                 "n_classes": 0}
+        model, _ = self.build_model(config, facts)
+        train = config.train
+        report = benchmark_training(model, tuple(facts["image_shape"]), batch_size=train.batch_size,
+                                    steps=args.steps, device=device, precision=train.precision,
+                                    compile=train.compile, backprop=train.backprop, sample_batch=args.sample_batch,
+                                    retain_memory=train.retain_freed_memory,
+                                    optimizer=lambda parameters: build_optimizer(parameters, train))
+        print(report.format())
+        if args.record is not None:
+            report.append_to(args.record, command=f"python -m tasks.{self.name} " + " ".join(sys.argv[1:]))
+            print(f"recorded in {args.record}")
+
+    def upgrade(self, args: argparse.Namespace) -> None:
+        state = self.read_state(args.checkpoint)
+        if args.out.resolve() == Path(args.checkpoint).resolve():
+            raise ConfigError("upgrade writes a new file; give --out another path than --checkpoint")
+        rebuild_model(state, args.checkpoint)  # the upgraded file must rebuild its model
+        save_checkpoint(state, args.out)
+        print(f"{args.out}: {args.checkpoint} in the current checkpoint format (cinn.load reads it)")
+
+    # ------------------------------------------------------------------ command line
+    def parser(self) -> argparse.ArgumentParser:
+        """The task's command line: the kernel's commands, then the task's own."""
+        root = argparse.ArgumentParser(prog=f"python -m tasks.{self.name}", description=self.description,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+        commands = root.add_subparsers(dest="command", required=True)
+        train = commands.add_parser("train", help="train a model (config overrides: --section.key=value)",
+                                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                                    epilog="config keys (set in --config YAML or as --section.key=value):\n"
+                                           + format_config_help(self.config_class))
+        cli.add_train_arguments(train)
+        for option, (_, help_text) in self.train_shortcuts.items():
+            train.add_argument(option, help=help_text)
+        evaluate = commands.add_parser("eval", help="held-out bits/dim with its standard error, and the "
+                                                    "task's own measures")
+        check = commands.add_parser("check", help="is the trained model still invertible on held-out data?")
+        for command, limit in ((evaluate, None), (check, self.check_limit)):
+            command.add_argument(self.data_option[0], dest="data", help=self.data_option[1])
+            command.add_argument("--batch-size", type=int, default=self.eval_batch_size)
+            command.add_argument("--limit", type=int, default=limit, help="use only the first N held-out images")
+        self.add_eval_arguments(evaluate)
+        upgrade = commands.add_parser("upgrade", help="rewrite a checkpoint of an earlier cinn in the current "
+                                                      "format")
+        upgrade.add_argument("--out", type=Path, required=True, help="the upgraded checkpoint to write")
+        opening = [evaluate, check, upgrade]
+        if type(self).sample_images is not Task.sample_images:
+            sample = commands.add_parser("sample", help="grids of samples at one or more temperatures")
+            sample.add_argument("--n", type=int, default=self.sample_count, help=self.sample_count_help)
+            sample.add_argument("--temperatures", type=float, nargs="+", default=list(self.sample_temperatures))
+            sample.add_argument("--out", type=Path, help="output folder or .png file (default: samples/ of the "
+                                                         "run)")
+            opening.append(sample)
+        for extra in self.commands():
+            command = commands.add_parser(extra.name, help=extra.help)
+            extra.add_arguments(command)
+            if extra.opens_checkpoint:
+                opening.append(command)
+        for command in opening:
+            command.add_argument("--checkpoint", type=Path, required=True)
+            command.add_argument("--device", default="auto")
+            command.add_argument("--seed", type=int, default=0)
+        if self.benchmarks:
+            bench = commands.add_parser("bench", help="training and sampling img/s, peak memory, GFLOP/s")
+            bench.add_argument("--config", type=Path)
+            bench.add_argument("--steps", type=int, default=10)
+            bench.add_argument("--shape", type=int, nargs=3, help="input shape C H W (default: the dataset's)")
+            bench.add_argument("--sample-batch", type=int, default=64)
+            bench.add_argument("--record", type=Path, metavar="FILE", help="append the result to FILE (Markdown)")
+        return root
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Parse ``argv`` and run its command; config overrides are accepted by ``train`` and ``bench`` only."""
+        parser = self.parser()
+        args, overrides = parser.parse_known_args(argv)
+        with_overrides = {"train": self.train, "bench": self.bench}
+        plain = {"eval": self.evaluate, "check": self.check, "sample": self.sample, "upgrade": self.upgrade,
+                 **{extra.name: extra.run for extra in self.commands()}}
+        if args.command in with_overrides:
+            with_overrides[args.command](args, overrides)
+        elif overrides:
+            parser.error(f"unrecognised arguments: {' '.join(overrides)}")
+        else:
+            plain[args.command](args)
+        return 0
+
+    def run(self, argv: Sequence[str] | None = None) -> None:
+        """``main`` with user errors as one line on stderr (what ``python -m tasks.X`` runs)."""
+        cli.run_command(self.main, argv)

@@ -1,0 +1,129 @@
+"""The self-describing checkpoint: ``cinn.load`` rebuilds every task's trained model from the file alone,
+files of the earlier format still open in their task and upgrade to the current one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mnist_fixture import write_mnist_fixture
+
+import cinn
+from cinn.engine import CheckpointError, load_checkpoint, trained_weights
+from cinn.task import data_facts
+from tasks.colorize import ColorizeTask
+from tasks.glow import GlowTask
+from tasks.mnist import ClassConditionalTask
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMAT1 = ROOT / "tests" / "fixtures" / "format1"
+TASKS = {"glow": GlowTask(), "mnist": ClassConditionalTask(), "colorize": ColorizeTask()}
+# What the reference log-probabilities in the fixtures were computed on (written by the format-1 code).
+REFERENCE = torch.load(FORMAT1 / "reference_log_prob.pt", weights_only=True)
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory) -> dict[str, Path]:
+    """Each task's tiny config trained for 2 steps, in a subprocess as a user would run it."""
+    tmp = tmp_path_factory.mktemp("runs")
+    data_root = write_mnist_fixture(tmp / "mnist", n_train=64, n_test=16)
+    data = {"glow": ["--data.dataset", "mnist", "--data.root", str(data_root)],
+            "mnist": ["--data.root", str(data_root)], "colorize": []}
+    runs = {}
+    for name, extra in data.items():
+        run_dir = tmp / name
+        command = [sys.executable, "-m", f"tasks.{name}", "train", "--config", f"configs/{name}/tiny.yaml",
+                   "--run_dir", str(run_dir), "--train.steps=2", *extra]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment())
+        assert result.returncode == 0, result.stderr
+        runs[name] = run_dir / "checkpoint.pt"
+    return runs
+
+
+def log_prob_in_fresh_process(checkpoint: Path, inputs: Path) -> torch.Tensor:
+    """``cinn.load(checkpoint).log_prob(x, c)`` in a new interpreter that imports no task code."""
+    script = ("import sys, torch, cinn; x, c = torch.load(sys.argv[2], weights_only=True); "
+              "model = cinn.load(sys.argv[1]); assert not any(m.startswith('tasks') for m in sys.modules); "
+              "torch.save(model.log_prob(x, c).detach(), sys.argv[2] + '.out')")
+    result = subprocess.run([sys.executable, "-c", script, str(checkpoint), str(inputs)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, env=environment())
+    assert result.returncode == 0, result.stderr
+    return torch.load(str(inputs) + ".out", weights_only=True)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_cinn_load_rebuilds_every_task_model_bit_exactly(trained_runs, name, tmp_path):
+    checkpoint, task = trained_runs[name], TASKS[name]
+    state = load_checkpoint(checkpoint)
+    assert state["format"] == "cinn-checkpoint-2" and state["task"] == name
+    assert state["cinn_version"] == cinn.__version__
+    json.dumps(state["model_spec"]), json.dumps(state["conventions"])  # plain data
+
+    run = task.open(checkpoint, torch.device("cpu"))
+    facts = data_facts(task.train_data(run.config))
+    expected_model, _ = task.build_model(run.config, facts)  # the model the task builds from its config
+    expected_model.load_state_dict(trained_weights(state))
+    expected_model.eval()
+    inputs = {name: (REFERENCE[name]["x"], REFERENCE[name]["c"])}[name]
+    torch.save(inputs, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        expected = expected_model.log_prob(*inputs)
+    assert torch.equal(log_prob_in_fresh_process(checkpoint, tmp_path / "inputs.pt"), expected)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_a_checkpoint_of_the_earlier_format_opens_in_its_task_with_the_same_model(name):
+    run = TASKS[name].open(FORMAT1 / f"{name}.pt", torch.device("cpu"))
+    with torch.no_grad():
+        log_prob = run.model.log_prob(REFERENCE[name]["x"], REFERENCE[name]["c"])
+    assert torch.equal(log_prob, REFERENCE[name]["log_prob"])
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_cinn_load_names_the_command_that_upgrades_an_earlier_checkpoint(name):
+    with pytest.raises(CheckpointError, match=rf"python -m tasks\.{name} upgrade --checkpoint") as error:
+        cinn.load(FORMAT1 / f"{name}.pt")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_upgrade_writes_a_checkpoint_cinn_load_reads(name, tmp_path):
+    out = tmp_path / "upgraded.pt"
+    assert TASKS[name].main(["upgrade", "--checkpoint", str(FORMAT1 / f"{name}.pt"), "--out", str(out)]) == 0
+    with torch.no_grad():
+        log_prob = cinn.load(out).log_prob(REFERENCE[name]["x"], REFERENCE[name]["c"])
+    assert torch.equal(log_prob, REFERENCE[name]["log_prob"])
+    assert load_checkpoint(out)["step"] == load_checkpoint(FORMAT1 / f"{name}.pt")["step"]
+
+
+def test_upgrade_refuses_to_overwrite_its_input(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        GlowTask().run(["upgrade", "--checkpoint", str(FORMAT1 / "glow.pt"), "--out", str(FORMAT1 / "glow.pt")])
+    assert exit_info.value.code == 2 and "another path" in capsys.readouterr().err
+
+
+def test_load_trained_returns_the_data_conventions(trained_runs):
+    trained = cinn.load_trained(trained_runs["glow"])
+    assert trained.task == "glow" and trained.conventions["n_bits"] == 5
+    assert trained.conventions["image_shape"] == [1, 28, 28]
+    colour = cinn.load_trained(trained_runs["colorize"]).conventions
+    assert colour["shorter_side"] == 32 and colour["ab_downsample"] == 2 and colour["size_multiple"] == 8
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_train_help_lists_every_config_key_with_type_and_default(name, capsys):
+    with pytest.raises(SystemExit):
+        TASKS[name].main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--train.lr  a float, default" in help_text
+    assert "peak learning rate" in help_text
+    assert "--model." in help_text and "--data." in help_text
