@@ -35,8 +35,11 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
     """``(B, 3, H, W)`` RGB (``uint8``, or float in ``[0, 1]``) → ``(B, 3, H, W)`` float32 Lab (skimage, D65).
 
     Example:
-        >>> rgb_to_lab(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))[0, :, 0, 0]   # white
-        tensor([100.0000,  -0.0000,   0.0000])
+        >>> white = rgb_to_lab(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
+        >>> white.shape, torch.allclose(white[0, :, 0, 0], torch.tensor([100.0, 0.0, 0.0]), atol=0.01)
+        (torch.Size([1, 3, 2, 2]), True)
+        >>> rgb_to_lab(torch.tensor([255, 0, 0], dtype=torch.uint8).view(1, 3, 1, 1)).flatten().round()   # red
+        tensor([53., 80., 67.])
     """
     values = rgb.detach().cpu().numpy()
     values = values.astype(np.float32) / 255.0 if rgb.dtype == torch.uint8 else values.astype(np.float32)

@@ -74,9 +74,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     Keys missing from the file keep their defaults; nested mappings fill nested sections.
 
     Example:
-        >>> config = load_config(GlowConfig, "configs/glow/mnist.yaml", ["--train.lr=5e-4"])
-        >>> config.train.lr
-        0.0005
+        >>> import tempfile
+        >>> from dataclasses import field, make_dataclass
+        >>> from cinn.engine import TrainConfig
+        >>> Run = make_dataclass("Run", [("train", TrainConfig, field(default_factory=TrainConfig))])
+        >>> path = Path(tempfile.mkdtemp()) / "run.yaml"
+        >>> _ = path.write_text("train: {steps: 500}")
+        >>> config = load_config(Run, path, ["--train.lr=5e-4"])
+        >>> config.train.steps, config.train.lr, config.train.batch_size   # from the file, command line, default
+        (500, 0.0005, 64)
     """
     config = _defaults(cls)
     if path is not None:
@@ -88,7 +94,10 @@ def apply_overrides(config: T, overrides: Sequence[str]) -> T:
     """A copy of ``config`` with the command-line ``overrides`` applied, then validated.
 
     Example:
-        >>> apply_overrides(config, ["--train.batch_size", "32"]).train.batch_size
+        >>> from dataclasses import field, make_dataclass
+        >>> from cinn.engine import TrainConfig
+        >>> Run = make_dataclass("Run", [("train", TrainConfig, field(default_factory=TrainConfig))])
+        >>> apply_overrides(Run(), ["--train.batch_size", "32"]).train.batch_size
         32
     """
     for key, text in parse_overrides(overrides):
@@ -101,7 +110,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dict of YAML-safe values (tuples become lists), e.g. to store in a checkpoint.
 
     Example:
-        >>> config_to_dict(config)["train"]["lr"]
+        >>> from dataclasses import field, make_dataclass
+        >>> from cinn.engine import TrainConfig
+        >>> Run = make_dataclass("Run", [("train", TrainConfig, field(default_factory=TrainConfig))])
+        >>> config_to_dict(Run())["train"]["lr"]
         0.001
     """
     if not _is_dataclass_instance(config):
@@ -113,8 +125,14 @@ def config_from_dict(cls: type[T], values: Mapping[str, Any], source: str = "che
     """Rebuild a ``cls`` config from a (possibly partial) nested dict, with the checks of a YAML file.
 
     Example:
-        >>> config_from_dict(GlowConfig, checkpoint["config"]) == config
+        >>> from dataclasses import field, make_dataclass
+        >>> from cinn.engine import TrainConfig
+        >>> Run = make_dataclass("Run", [("train", TrainConfig, field(default_factory=TrainConfig))])
+        >>> config = Run(TrainConfig(lr=5e-4))
+        >>> config_from_dict(Run, config_to_dict(config)) == config
         True
+        >>> config_from_dict(Run, {"train": {"steps": 50}}).train.lr   # keys left out keep their defaults
+        0.001
     """
     config = _merge(_defaults(cls), values, prefix="", source=source)
     _validate(config)
@@ -125,7 +143,14 @@ def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved ``config`` as YAML, loadable again with :func:`load_config`.
 
     Example:
-        >>> save_config(config, run_dir / "config.yaml")
+        >>> import tempfile
+        >>> from dataclasses import field, make_dataclass
+        >>> from cinn.engine import TrainConfig
+        >>> Run = make_dataclass("Run", [("train", TrainConfig, field(default_factory=TrainConfig))])
+        >>> path = Path(tempfile.mkdtemp()) / "config.yaml"
+        >>> save_config(Run(TrainConfig(lr=5e-4)), path)
+        >>> path.read_text().splitlines()[:2], load_config(Run, path).train.lr
+        (['train:', '  steps: 10000'], 0.0005)
     """
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 

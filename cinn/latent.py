@@ -37,8 +37,12 @@ def interpolate_latents(start: list[Tensor], end: list[Tensor], steps: int) -> l
     with ``t_i = i / (steps − 1)``.
 
     Example:
+        >>> from cinn.models import build_glow
+        >>> model, x = build_glow((1, 8, 8), n_levels=2, steps_per_level=1), torch.rand(2, 1, 8, 8)
         >>> path = interpolate_latents(model.encode(x[:1]), model.encode(x[1:2]), steps=8)
         >>> frames = model.decode(path)
+        >>> frames.shape, torch.allclose(frames[[0, -1]], x, atol=1e-5)   # 8 frames from x[0] to x[1]
+        (torch.Size([8, 1, 8, 8]), True)
     """
     if steps < 2:
         raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
@@ -57,8 +61,12 @@ def transfer_style(model: Flow, x: Tensor, c: Condition, targets: Sequence[Condi
     ``T`` targets (each target must hold a condition for a batch of ``B``).
 
     Example:
+        >>> from cinn.models import build_cinn_fc
+        >>> model = build_cinn_fc((1, 28, 28), 10, n_blocks=2, hidden_features=16)
+        >>> x, labels = torch.rand(4, 1, 28, 28), torch.tensor([3, 1, 4, 1])
         >>> digits = transfer_style(model, x, labels, [torch.full_like(labels, k) for k in range(10)])
         >>> digits.shape   # (B, 10, 1, 28, 28): every input digit written as 0, 1, ..., 9
+        torch.Size([4, 10, 1, 28, 28])
     """
     latents = model.encode(x, c)
     return torch.stack([model.decode(latents, target) for target in targets], dim=1)
@@ -73,9 +81,14 @@ class LatentPCA:
     along each axis, and :meth:`walk` returns latents at chosen whitened coordinates along one axis.
 
     Example:
+        >>> from cinn.models import build_cinn_fc
+        >>> model = build_cinn_fc((1, 28, 28), 10, n_blocks=2, hidden_features=16)
+        >>> x, labels = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
         >>> pca = LatentPCA.fit(flatten_latents(model.encode(x, labels)), k=8)
         >>> path = pca.walk(axis=0, values=torch.linspace(-2, 2, 9))     # (9, D)
         >>> sevens = model.decode(unflatten_latents(path, model.latent_shapes), torch.full((9,), 7))
+        >>> pca.components.shape, path.shape, sevens.shape
+        (torch.Size([8, 784]), torch.Size([9, 784]), torch.Size([9, 1, 28, 28]))
     """
 
     mean: Tensor

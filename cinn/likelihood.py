@@ -34,8 +34,8 @@ def quantize(x: Tensor, n_bits: int = 8) -> Tensor:
     """Integer levels ``k ∈ {0, …, 2^n_bits − 1}`` (as float) of ``x ∈ [0, 1]`` given with 8-bit precision.
 
     Example:
-        >>> quantize(torch.tensor([0.0, 0.5, 1.0]), n_bits=5)
-        tensor([ 0., 15., 31.])
+        >>> quantize(torch.tensor([0, 7, 8, 255]) / 255, n_bits=5)   # 8 of the 256 levels per 5-bit level
+        tensor([ 0.,  0.,  1., 31.])
     """
     levels_8bit = torch.round(x.clamp(0, 1) * 255)
     return torch.floor(levels_8bit / 2 ** (8 - n_bits))

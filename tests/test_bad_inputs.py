@@ -325,7 +325,9 @@ def test_nan_batches_are_skipped_and_the_run_goes_on(tmp_path, monkeypatch, caps
                                       if v.is_floating_point())
 
 
-def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("stop, said", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "stopped by SIGTERM"),
+                                        (signal.SIGHUP, "stopped by SIGHUP")])
+def test_ctrl_c_sigterm_and_sighup_write_a_final_checkpoint_and_exit_cleanly(tmp_path, stop, said):
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "tasks.colorize", "train", "--config", COLORIZE_TINY, "--run_dir", str(run_dir),
@@ -335,8 +337,8 @@ def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 3):
         time.sleep(0.2)  # wait for a few logged steps
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
-    stopped = int(re.search(r"interrupted at step (\d+); checkpoint written", out + err).group(1))
+    stopped = int(re.search(rf"{said} at step (\d+); checkpoint written", out + err).group(1))
     assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == stopped > 0

@@ -24,7 +24,12 @@ class Squeeze(InvertibleModule):
     (Glow's ordering, ``torch.nn.functional.pixel_unshuffle``).
 
     Example:
-        >>> (y,), _ = Squeeze([(3, 8, 8)])([torch.randn(2, 3, 8, 8)])   # y: (2, 12, 4, 4)
+        >>> import torch
+        >>> (y,), log_det = Squeeze([(1, 4, 4)])([torch.arange(16.0).view(1, 1, 4, 4)])
+        >>> y.shape, log_det
+        (torch.Size([1, 4, 2, 2]), tensor([0.]))
+        >>> y[0, :, 0, 0]   # the top-left 2x2 cell [[0, 1], [4, 5]] of the input
+        tensor([0., 1., 4., 5.])
     """
 
     def __init__(self, dims_in: list[tuple[int, ...]], dims_c: list[tuple[int, ...]] | None = None):
@@ -54,7 +59,12 @@ class HaarDownsampling(FrEIAHaarDownsampling):
     filter is a buffer and nothing is modified in place.
 
     Example:
-        >>> (y,), _ = HaarDownsampling([(2, 8, 8)])([torch.randn(1, 2, 8, 8)])   # y: (1, 8, 4, 4)
+        >>> import torch
+        >>> (y,), log_det = HaarDownsampling([(1, 2, 2)])([torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])])
+        >>> y.shape, log_det
+        (torch.Size([1, 4, 1, 1]), tensor([0.]))
+        >>> y.flatten()   # (average, vertical, horizontal, diagonal) of the cell [[1, 2], [3, 4]]
+        tensor([ 5., -1., -2.,  0.])
     """
 
     def __init__(self, dims_in: list[tuple[int, ...]], dims_c: list[tuple[int, ...]] | None = None,

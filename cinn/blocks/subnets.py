@@ -85,7 +85,11 @@ def fc_subnet(hidden_features: int, hidden_layers: int = 1) -> SubnetConstructor
     The cINN paper's MNIST model uses one hidden layer of width 512.
 
     Example:
-        >>> net = fc_subnet(512)(in_channels=402, out_channels=784)
+        >>> net = fc_subnet(512)(402, 784)   # (in_features, out_features)
+        >>> [layer.out_features for layer in net if isinstance(layer, torch.nn.Linear)]
+        [512, 784]
+        >>> net(torch.randn(2, 402)).abs().sum().item()   # zero last layer: the coupling starts as the identity
+        0.0
     """
 
     def build(in_features: int, out_features: int) -> nn.Module:

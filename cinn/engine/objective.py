@@ -32,7 +32,10 @@ class DequantizedImages:
 
     Example:
         >>> objective = DequantizedImages(n_bits=5)
-        >>> x, c = objective.prepare(images_uint8, labels, torch.Generator().manual_seed(0))
+        >>> images, labels = torch.tensor([0, 8, 255], dtype=torch.uint8).view(3, 1, 1, 1), torch.tensor([0, 1, 2])
+        >>> x, c = objective.prepare(images, labels, torch.Generator().manual_seed(0))
+        >>> (x * 32).floor().flatten(), c   # x̃ lies in bin k = 0, 1, 31; no condition without class_conditional
+        (tensor([ 0.,  1., 31.]), None)
     """
 
     def __init__(self, n_bits: int = 8, class_conditional: bool = False):

@@ -24,6 +24,9 @@ class BatchSchedule(Sampler[list[int]]):
 
     Example:
         >>> list(BatchSchedule(10, batch_size=4, steps=3, seed=0))   # 3 batches of 4 indices
+        [[9, 1, 7, 2], [5, 4, 8, 6], [9, 3, 5, 7]]
+        >>> list(BatchSchedule(10, batch_size=4, steps=3, seed=0, start_step=2))   # resumed at step 2
+        [[9, 3, 5, 7]]
     """
 
     def __init__(self, dataset_size: int, batch_size: int, steps: int, seed: int, start_step: int = 0):
