@@ -1,5 +1,5 @@
 """The task kernel: the commands every task has — ``train``, ``eval``, ``check``, ``sample``, ``bench``,
-``upgrade`` — with their arguments, resume rules, device and seed handling, written once.
+``upgrade``, ``export`` — with their arguments, resume rules, device and seed handling, written once.
 
 A task is a subclass of :class:`Task` that declares what is its own: its config class, its data, its
 model spec, its objective, what its figures show, and any extra commands. ``python -m tasks.X`` is then
@@ -61,6 +61,7 @@ from cinn.engine import (
     resolve_device,
     save_checkpoint,
     standard_hooks,
+    trained_weights,
 )
 from cinn.engine.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMAT, rebuild_model
 from cinn.models import Flow
@@ -163,6 +164,8 @@ class Task(Generic[C]):
     """Train options that stand for a config key, e.g. ``{"--data": ("data.path", "a folder of photos")}``."""
     benchmarks: ClassVar[bool] = False
     """Whether the task offers ``bench`` (training and sampling speed of its model)."""
+    pretrained: ClassVar[Path | None] = None
+    """The model shipped with cinn that commands use when no ``--checkpoint`` is given (None: none)."""
     sample_count: ClassVar[int] = 64
     sample_count_help: ClassVar[str] = "samples per grid"
     sample_temperatures: ClassVar[tuple[float, ...]] = (0.5, 0.7, 0.8, 1.0)
@@ -341,6 +344,20 @@ class Task(Generic[C]):
         save_checkpoint(state, args.out)
         print(f"{args.out}: {args.checkpoint} in the current checkpoint format (cinn.load reads it)")
 
+    def export(self, args: argparse.Namespace) -> None:
+        state = self.read_state(args.checkpoint)
+        if args.out.resolve() == Path(args.checkpoint).resolve():
+            raise ConfigError("export writes a new file; give --out another path than --checkpoint")
+        weights = {key: value.float() if value.is_floating_point() else value
+                   for key, value in trained_weights(state).items()}
+        exported = {key: state[key] for key in ("task", "config", "model_spec", "conventions", "cinn_version",
+                                                "step")}
+        save_checkpoint({**exported, "model": weights, "ema": None}, args.out)
+        rebuild_model(load_checkpoint(args.out), args.out)  # the exported file must rebuild its model
+        size = args.out.stat().st_size / 2**20
+        print(f"{args.out}: the trained weights of {args.checkpoint} (step {state['step']}) and their model spec, "
+              f"no optimiser state: {size:.1f} MiB; cinn.load reads it")
+
     # ------------------------------------------------------------------ command line
     def parser(self) -> argparse.ArgumentParser:
         """The task's command line: the kernel's commands, then the task's own."""
@@ -365,7 +382,10 @@ class Task(Generic[C]):
         upgrade = commands.add_parser("upgrade", help="rewrite a checkpoint of an earlier cinn in the current "
                                                       "format")
         upgrade.add_argument("--out", type=Path, required=True, help="the upgraded checkpoint to write")
-        opening = [evaluate, check, upgrade]
+        export = commands.add_parser("export", help="write the trained model alone (weights and model spec, no "
+                                                    "optimiser state) to ship or share")
+        export.add_argument("--out", type=Path, required=True, help="the file to write")
+        opening = [evaluate, check, upgrade, export]
         if type(self).sample_images is not Task.sample_images:
             sample = commands.add_parser("sample", help="grids of samples at one or more temperatures")
             sample.add_argument("--n", type=int, default=self.sample_count, help=self.sample_count_help)
@@ -379,7 +399,12 @@ class Task(Generic[C]):
             if extra.opens_checkpoint:
                 opening.append(command)
         for command in opening:
-            command.add_argument("--checkpoint", type=Path, required=True)
+            if self.pretrained is None or command in (upgrade, export):
+                command.add_argument("--checkpoint", type=Path, required=True)
+            else:
+                command.add_argument("--checkpoint", type=Path, default=self.pretrained,
+                                     help="a checkpoint of this task (default: the pretrained model shipped with "
+                                          "cinn)")
             command.add_argument("--device", default="auto")
             command.add_argument("--seed", type=int, default=0)
         if self.benchmarks:
@@ -397,6 +422,7 @@ class Task(Generic[C]):
         args, overrides = parser.parse_known_args(argv)
         with_overrides = {"train": self.train, "bench": self.bench}
         plain = {"eval": self.evaluate, "check": self.check, "sample": self.sample, "upgrade": self.upgrade,
+                 "export": self.export,
                  **{extra.name: extra.run for extra in self.commands()}}
         if args.command in with_overrides:
             with_overrides[args.command](args, overrides)

@@ -127,3 +127,15 @@ def test_train_help_lists_every_config_key_with_type_and_default(name, capsys):
     assert "--train.lr  a float, default" in help_text
     assert "peak learning rate" in help_text
     assert "--model." in help_text and "--data." in help_text
+
+
+def test_export_writes_the_model_alone_and_cinn_load_reads_it(trained_runs, tmp_path):
+    out = tmp_path / "colorizer.pt"
+    assert ColorizeTask().main(["export", "--checkpoint", str(trained_runs["colorize"]), "--out", str(out)]) == 0
+    exported = load_checkpoint(out)
+    assert "optimizer" not in exported and exported["ema"] is None and exported["task"] == "colorize"
+    assert out.stat().st_size < trained_runs["colorize"].stat().st_size
+    x, c = REFERENCE["colorize"]["x"], REFERENCE["colorize"]["c"]
+    with torch.no_grad():
+        assert torch.equal(cinn.load(out).log_prob(x, c), cinn.load(trained_runs["colorize"]).log_prob(x, c))
+    assert ColorizeTask().main(["check", "--checkpoint", str(out)]) == 0  # the task's commands take it too

@@ -137,6 +137,16 @@ def test_train_on_a_folder_with_a_validation_split(tmp_path, architecture, capsy
         assert "sample diversity: 0.00" in out  # deterministic: every sample is the prediction
 
 
+def test_grey_photos_in_a_training_folder_are_skipped_and_counted(tmp_path, capsys):
+    folder = write_photo_folder(tmp_path / "photos", 6)
+    write_photo_folder(tmp_path / "photos" / "scans", 2, grey=True)
+    assert colorize.main(["train", "--config", TINY, "--data", str(folder), "--run_dir", str(tmp_path / "run"),
+                          "--data.val_fraction=0.25", "--train.steps=2"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 of the 8 training photos as greyscale" in out
+    assert "training on 4 photos, 2 held out for validation" in out
+
+
 def run_and_fail(args: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
         run_command(colorize.main, args)

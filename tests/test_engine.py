@@ -20,6 +20,7 @@ from cinn.engine import (
     load_checkpoint,
     save_checkpoint,
     standard_hooks,
+    trained_weights,
 )
 from cinn.engine.hooks import MetricsWriter
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor
@@ -223,3 +224,34 @@ def test_bf16_training_with_backprop_by_inversion_follows_bf16_standard_training
     inversion_effect = max((actual[k] - expected[k]).abs().max() for k in keys)
     assert bf16_effect > 0, "bf16 autocast should change the trained parameters"
     assert inversion_effect <= 0.1 * bf16_effect, (inversion_effect, bf16_effect)
+
+
+def test_keep_best_gives_users_the_weights_of_the_best_evaluation_and_resumes_from_the_last(tmp_path):
+    scores = iter([3.0, 1.0, 2.0])  # held-out bits/dim at steps 2, 4, 6: the best is step 4's
+
+    def trainer(run_dir: Path, steps: int) -> Trainer:
+        torch.manual_seed(0)
+        model = build_glow((1, 8, 8), n_levels=2, steps_per_level=1, hidden_channels=8)
+        config = TrainConfig(steps=steps, batch_size=8, init_batch_size=16, warmup_steps=2, log_every=2,
+                             sample_every=0, checkpoint_every=2, eval_every=2, keep="best")
+        return Trainer(model, config, run_dir, tiny_dataset(), DequantizedImages(n_bits=5), task="test",
+                       task_config={}, progress=False,
+                       hooks=standard_hooks(config, evaluate=lambda model: next(scores)))
+
+    kept = trainer(tmp_path / "kept", steps=6)
+    kept.fit()
+    state = load_checkpoint(tmp_path / "kept" / "checkpoint.pt")
+    assert state["best"]["step"] == 4 and state["best"]["eval_bpd"] == 1.0 and state["step"] == 6
+    at_step_4 = trainer(tmp_path / "four", steps=4)
+    scores = iter([3.0, 1.0])
+    at_step_4.fit()
+    weights = trained_weights(state)
+    assert all(torch.equal(weights[key], value) for key, value in at_step_4.model.state_dict().items())
+    assert not torch.equal(state["model"]["blocks.3.subnet_b.4.conv.weight"],
+                           weights["blocks.3.subnet_b.4.conv.weight"])  # resuming continues from step 6
+    assert all(torch.equal(weights[key], value) for key, value in kept.kept_model().state_dict().items())
+
+
+def test_keep_best_needs_evaluations():
+    with pytest.raises(ConfigError, match=r"train\.keep=best needs evaluations"):
+        TrainConfig(keep="best", eval_every=0).validate()

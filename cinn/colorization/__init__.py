@@ -21,9 +21,16 @@ from cinn.colorization.full_resolution import (
     resize_rows,
     working_size,
 )
-from cinn.colorization.inputs import photo_paths, reject_grey_photos
-from cinn.colorization.metrics import SampleMetrics, rmse_summary, sample_metrics
+from cinn.colorization.inputs import colour_photos, photo_paths
+from cinn.colorization.metrics import (
+    SampleMetrics,
+    colourfulness,
+    paper_best_of_n_error,
+    rmse_summary,
+    sample_metrics,
+)
 from cinn.colorization.model import (
+    PRETRAINED_COLORIZER,
     build_colorization_model,
     colorization_model_spec,
     colorizer_for,
@@ -34,6 +41,7 @@ from cinn.colorization.model import (
 from cinn.colorization.objective import LabColorization, downsample_ab
 
 __all__ = [
+    "PRETRAINED_COLORIZER",
     "STRIP_PIXELS",
     "ColorModel",
     "Colorizer",
@@ -43,13 +51,15 @@ __all__ = [
     "colorization_model_spec",
     "colorizer_for",
     "colour_conventions",
+    "colour_photos",
+    "colourfulness",
     "downsample_ab",
     "grey_version",
     "join_lightness",
     "lightness_of",
     "load_colorizer",
+    "paper_best_of_n_error",
     "photo_paths",
-    "reject_grey_photos",
     "resize_rows",
     "rmse_summary",
     "sample_metrics",

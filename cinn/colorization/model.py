@@ -88,14 +88,23 @@ def colorizer_for(model: nn.Module, conventions: dict[str, Any], device: torch.d
                      conventions["ab_downsample"], device)
 
 
-def load_colorizer(checkpoint: str | Path, device: torch.device | str = "cpu") -> Colorizer:
-    """The :class:`Colorizer` of a ``tasks.colorize`` checkpoint (its EMA weights when it kept them), built
-    from the file alone with :func:`cinn.load_trained`.
+PRETRAINED_COLORIZER = Path(__file__).parent / "pretrained" / "colorizer.pt"
+"""The pretrained colourisation cINN shipped with cinn (weights and model spec; see docs/COLORIZATION.md)."""
+
+
+def load_colorizer(checkpoint: str | Path | None = None, device: torch.device | str = "cpu") -> Colorizer:
+    """The :class:`Colorizer` of a ``tasks.colorize`` checkpoint (the weights it gives users), built from the
+    file alone with :func:`cinn.load_trained`; without a path, the pretrained model shipped with cinn.
 
     Example:
-        >>> colorizer = load_colorizer("runs/colorize/checkpoint.pt")   # doctest: +SKIP
+        >>> colorizer = load_colorizer()   # doctest: +SKIP
         >>> colourings = colorizer.colorize(photo, n_samples=8, temperature=0.8)   # doctest: +SKIP
     """
+    if checkpoint is None:
+        if not PRETRAINED_COLORIZER.is_file():
+            raise CheckpointError(f"the pretrained colouriser {PRETRAINED_COLORIZER} is not installed; "
+                                  "reinstall cinn, or pass the checkpoint of a model you trained")
+        checkpoint = PRETRAINED_COLORIZER
     trained = load_trained(checkpoint, device)
     if trained.task != "colorize":
         raise CheckpointError(f"{checkpoint} is a checkpoint of the '{trained.task}' task, not 'colorize'")

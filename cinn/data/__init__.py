@@ -22,14 +22,17 @@ from cinn.data.images import fit_square, open_image
 from cinn.data.loading import load_dataset, split_dataset
 from cinn.data.named_datasets import load_cifar10, load_mnist_like
 from cinn.data.photos import SKIMAGE_PHOTOS, skimage_photo, square_photos
+from cinn.data.places import PLACES365_SPLITS, Places365Dataset, load_places365
 from cinn.data.tensor_dataset import TensorImageDataset, cache_in_memory, collate_images
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "PLACES365_SPLITS",
     "SKIMAGE_PHOTOS",
     "ClassFolderDataset",
     "DataError",
     "ImageFolderDataset",
+    "Places365Dataset",
     "TensorImageDataset",
     "cache_in_memory",
     "collate_images",
@@ -39,6 +42,7 @@ __all__ = [
     "load_idx",
     "load_labelled_dataset",
     "load_mnist_like",
+    "load_places365",
     "open_image",
     "skimage_photo",
     "split_dataset",

@@ -84,7 +84,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def trained_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model weights to evaluate and sample from in a checkpoint: the EMA's when the run kept one."""
+    """The model weights to evaluate and sample from in a checkpoint: those of the best evaluation when the run
+    kept them (``train.keep=best``), else the EMA's when the run averaged weights, else the last step's."""
+    if state.get("best") is not None:
+        return state["best"]["model"]
     if state.get("ema") is None:
         return state["model"]
     return {key.removeprefix("module."): value for key, value in state["ema"].items() if key.startswith("module.")}

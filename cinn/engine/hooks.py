@@ -66,7 +66,9 @@ class Evaluation(Hook):
 
     def on_step(self, trainer: Trainer, result: StepResult) -> None:
         if self.every and trainer.step % self.every == 0 and trainer.is_main:
-            trainer.pending_metrics["eval_bpd"] = self.evaluate(trainer.eval_model)
+            value = self.evaluate(trainer.eval_model)
+            trainer.pending_metrics["eval_bpd"] = value
+            trainer.record_evaluation(value)
             trainer.model.train()
 
 

@@ -52,6 +52,9 @@ class TrainConfig:
     """steps between evaluations on held-out data (0: none during training)"""
     eval_images: int = 1000
     """held-out images per evaluation during training"""
+    keep: Literal["last", "best"] = "last"
+    """the weights the checkpoint gives to eval, sampling and cinn.load: the last step's, or those of the
+    evaluation with the lowest held-out bits/dim (needs eval_every); resuming always continues from the last"""
     sample_every: int = 1000
     """steps between sample figures in samples/ (0: only at the end)"""
     checkpoint_every: int = 500
@@ -84,6 +87,8 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must lie in (0, 1), got {self.ema_decay}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
+        if self.keep == "best" and self.eval_every <= 0:
+            raise ConfigError("train.keep=best needs evaluations to choose from; set train.eval_every")
         if self.compile and self.backprop == "inversion":
             raise ConfigError("train.compile cannot trace backprop by inversion (train.backprop=inversion); "
                               "choose one")

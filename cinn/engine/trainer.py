@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
@@ -105,6 +106,7 @@ class Trainer:
             self.optimizer,
             lambda step: learning_rate_factor(step, config.warmup_steps, config.steps, config.lr_decay))
         self.ema: AveragedModel | None = None
+        self.best: dict[str, Any] | None = None
         self.step = 0
         self.elapsed_before = 0.0
         self._session_start = time.monotonic()
@@ -149,6 +151,7 @@ class Trainer:
             "elapsed_seconds": self.elapsed_seconds,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {"torch": torch.random.get_rng_state(),
@@ -184,6 +187,24 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = state["step"]
         self.elapsed_before = state["elapsed_seconds"]
+        self.best = state.get("best")
+
+    def record_evaluation(self, eval_bpd: float) -> None:
+        """Note a held-out evaluation of :attr:`eval_model`; with ``train.keep=best`` its weights are kept
+        (in the checkpoint's ``best`` entry) when it is the lowest so far."""
+        if self.config.keep != "best" or not math.isfinite(eval_bpd):
+            return
+        if self.best is None or eval_bpd < self.best["eval_bpd"]:
+            weights = {key: value.detach().clone() for key, value in self.eval_model.state_dict().items()}
+            self.best = {"step": self.step, "eval_bpd": eval_bpd, "model": weights}
+
+    def kept_model(self) -> DensityModel:
+        """The model with the weights the checkpoint gives to users (see ``train.keep``), in eval mode."""
+        if self.best is None:
+            return self.eval_model.eval()
+        model = copy.deepcopy(self.eval_model)
+        model.load_state_dict(self.best["model"])
+        return model.eval()
 
     @torch.no_grad()
     def initialize(self) -> None:
@@ -234,6 +255,9 @@ class Trainer:
         self._progress = None
         for hook in self.hooks:
             hook.on_end(self)
+        if self.best is not None and self.is_main:
+            print(f"kept the weights of step {self.best['step']}, the best held-out evaluation "
+                  f"({self.best['eval_bpd']:.4f} bits/dim; train.keep=best)")
         return next((hook.last for hook in self.hooks if isinstance(hook, MetricsLog)), {})
 
     def train_step(self, train_model: nn.Module, autocast: AbstractContextManager, images: Tensor,
