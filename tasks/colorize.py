@@ -261,7 +261,7 @@ class ColorizeTask(Task[ColorizeConfig]):
         print(f"  sample diversity: {rmse_summary(metrics.diversity)} Lab units (per-pixel std of ab across "
               "samples)")
         print(f"  the cINN paper's best-of-{samples} error: {rmse_summary(metrics.paper_error)} (100 x RMSE of "
-              "8-bit RGB in [0, 1], per-value minimum over the samples; the paper, at T=1.0: cINN 3.53, cGAN 9.75)")
+              "8-bit RGB in [0, 1], per-value minimum over the samples; the paper at T=1: cINN 3.53, cGAN 9.75)")
         print(f"  colourfulness (Hasler & Süsstrunk): samples {rmse_summary(metrics.sample_colourfulness)}, "
               f"true photos {rmse_summary(metrics.true_colourfulness)}")
 
