@@ -124,7 +124,8 @@ def test_colourisation_trains_on_places365_by_name(tmp_path, downloads, fake_che
         write_fake_places365(tmp_path / "places", split)
     tiny = str(Path(__file__).resolve().parents[1] / "configs/colorize/tiny.yaml")
     assert colorize.main(["train", "--config", tiny, "--data", "places365",
-                          "--data.root", str(tmp_path / "places"), "--data.image_size=16", "--run_dir", str(tmp_path / "run"), "--train.steps=2"]) == 0
+                          "--data.root", str(tmp_path / "places"), "--data.image_size=16",
+                          "--run_dir", str(tmp_path / "run"), "--train.steps=2"]) == 0
     assert "training on 3 photos, 3 held out for validation" in capsys.readouterr().out
 
 
