@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from test_colorization import TruthModel
 
 from cinn.color import lab_to_rgb, normalize_ab, rgb_to_lab
 from cinn.colorization import (
@@ -83,18 +84,6 @@ def test_a_more_saturated_image_is_more_colourful():
     lab = rgb_to_lab(photo)
     saturated = lab_to_rgb(torch.cat([lab[:, :1], 1.5 * lab[:, 1:]], dim=1))
     assert (colourfulness(saturated) > colourfulness(photo) + 1).all()
-
-
-class TruthModel(torch.nn.Module):
-    """Samples the true ab of one photo, plus Gaussian noise of ``noise`` network units."""
-
-    def __init__(self, truth: torch.Tensor, noise: float = 0.0):
-        super().__init__()
-        self.truth, self.noise = truth, noise
-
-    def sample(self, n, c, temperature=1.0, generator=None, spatial_size=None):
-        noise = torch.randn((n, *self.truth.shape[1:]), generator=generator)
-        return self.truth.expand(n, -1, -1, -1) + self.noise * noise
 
 
 def test_sample_metrics_reports_the_paper_error_and_colourfulness():
