@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -225,26 +226,27 @@ class ColorizeTask(Task[ColorizeConfig]):
         return (f"{where}:\n  NLL in bits per ab dimension (ab rounded to integer Lab units, uniform "
                 f"dequantisation): {result.summary()}")
 
-    def colouring_table(self, colorizer: Colorizer, photos: Dataset, temperature: float) -> Tensor:
-        """Per photo: its grey version, the truth and ``TABLE_SAMPLES`` colourings: ``(photos, 8, 3, H, W)``."""
+    def colouring_table(self, colorizer: Colorizer, photos: Dataset, temperatures: Sequence[float],
+                        samples: int = TABLE_SAMPLES, count: int = TABLE_PHOTOS) -> tuple[Tensor, list[str]]:
+        """Per photo (the first ``count``): its grey version, the truth and ``samples`` colourings at each
+        temperature — ``(photos, 2 + samples · temperatures, 3, H, W)`` uint8 — and the column titles."""
         rows = []
-        for index in range(min(TABLE_PHOTOS, len(photos))):
+        for index in range(min(count, len(photos))):
             photo = photos[index][0]
-            samples = colorizer.colorize(photo, TABLE_SAMPLES, temperature, seed=index)
-            rows.append(torch.cat([grey_version(photo)[None], photo[None], samples.cpu()]))
-        return torch.stack(rows)
+            colourings = [colorizer.colorize(photo, samples, t, seed=index).cpu() for t in temperatures]
+            rows.append(torch.cat([grey_version(photo)[None], photo[None], *colourings]))
+        titles = [f"sample {k + 1} (T={t})" for t in temperatures for k in range(samples)]
+        return torch.stack(rows), ["grey input", "ground truth", *titles]
 
     def figure(self, model, config, conventions, eval_set, device) -> Tensor:
         colorizer = colorizer_for(model, conventions, device)
-        table = self.colouring_table(colorizer, eval_set, config.eval.temperature)
+        table, _ = self.colouring_table(colorizer, eval_set, [config.eval.temperature])
         return make_grid(table.flatten(0, 1).float() / 255, nrow=table.shape[1])[None]
 
     def after_training(self, trainer, config, eval_set) -> None:
         colorizer = colorizer_for(trainer.kept_model(), trainer.model_info["conventions"], trainer.device)
-        titles = ["grey input", "ground truth", *(f"sample {k + 1} (T={config.eval.temperature})"
-                                                  for k in range(TABLE_SAMPLES))]
-        path = save_image_table(self.colouring_table(colorizer, eval_set, config.eval.temperature), titles,
-                                trainer.run_dir / "heldout.png")
+        table, titles = self.colouring_table(colorizer, eval_set, [config.eval.temperature])
+        path = save_image_table(table, titles, trainer.run_dir / "heldout.png")
         print(f"held-out colourisations: {path}; learning curve: {trainer.run_dir / 'learning_curve.png'}")
 
     def add_eval_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -272,7 +274,23 @@ class ColorizeTask(Task[ColorizeConfig]):
             parser.add_argument("--temperature", type=float, default=0.8)
             parser.add_argument("--out", type=Path, default=Path("colorized"))
 
-        return [Command("colorize", "colourise a photo or a folder of photos", self.colorize, arguments)]
+        def table_arguments(parser: argparse.ArgumentParser) -> None:
+            parser.add_argument("--input", type=Path, required=True, help="a folder of colour photos")
+            parser.add_argument("--photos", type=int, default=10, help="rows: the first N photos")
+            parser.add_argument("--samples", type=int, default=TABLE_SAMPLES, help="colourings per temperature")
+            parser.add_argument("--temperatures", type=float, nargs="+", default=[0.8])
+            parser.add_argument("--out", type=Path, default=Path("colorized/table.png"))
+
+        return [Command("colorize", "colourise a photo or a folder of photos", self.colorize, arguments),
+                Command("table", "a figure: grey input, truth and colourings of held-out colour photos, one row "
+                                 "per photo", self.table, table_arguments)]
+
+    def table(self, args: argparse.Namespace) -> None:
+        run = self.open(args.checkpoint, resolve_device(args.device))
+        photos, where = self.eval_data(run.config, str(args.input))
+        table, titles = self.colouring_table(colorizer_for(run.model, run.conventions, run.device), photos,
+                                             args.temperatures, args.samples, args.photos)
+        print(f"{save_image_table(table, titles, args.out)}: {len(table)} of {where}")
 
     def colorize(self, args: argparse.Namespace) -> None:
         run = self.open(args.checkpoint, resolve_device(args.device))

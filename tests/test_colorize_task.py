@@ -198,3 +198,21 @@ def test_config_overrides_are_refused_outside_train(trained_run, capsys):
         colorize.main(["eval", "--checkpoint", str(trained_run / "checkpoint.pt"), "--train.lr=1"])
     assert exit_info.value.code == 2
     assert "unrecognised arguments: --train.lr=1" in capsys.readouterr().err
+
+
+def test_the_shipped_pretrained_colouriser_loads_safely_and_colourises_a_photo(tmp_path, capsys):
+    from cinn.colorization import PRETRAINED_COLORIZER
+
+    state = torch.load(PRETRAINED_COLORIZER, weights_only=True)
+    assert state["task"] == "colorize" and "optimizer" not in state
+    assert PRETRAINED_COLORIZER.stat().st_size < 20 * 2**20
+    photo = torch.from_numpy(colour_photo(40, 56, seed=1)).permute(2, 0, 1).contiguous()
+    colourings = load_colorizer().colorize(photo, n_samples=2, temperature=0.8)
+    assert colourings.shape == (2, 3, 40, 56) and colourings.dtype == torch.uint8
+    folder = write_photo_folder(tmp_path / "photos", 1)
+    out = tmp_path / "out"
+    assert colorize.main(["colorize", "--input", str(folder), "--samples", "2", "--out", str(out)]) == 0
+    assert (out / "photo_0_sample2.png").is_file()  # no --checkpoint: the pretrained model
+    assert colorize.main(["table", "--input", str(folder), "--samples", "1", "--temperatures", "0", "1",
+                          "--out", str(out / "table.png")]) == 0
+    assert (out / "table.png").is_file()
