@@ -331,7 +331,7 @@ def test_ctrl_c_sigterm_and_sighup_write_a_final_checkpoint_and_exit_cleanly(tmp
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "tasks.colorize", "train", "--config", COLORIZE_TINY, "--run_dir", str(run_dir),
-         "--train.steps=100000", "--train.checkpoint_every=100000", "--train.eval_every=0"],
+         "--train.steps=100000", "--train.checkpoint_every=100000", "--train.eval_every=0", "--train.keep=last"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.csv"
     deadline = time.monotonic() + 120

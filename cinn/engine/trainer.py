@@ -255,9 +255,10 @@ class Trainer:
         self._progress = None
         for hook in self.hooks:
             hook.on_end(self)
-        if self.best is not None and self.is_main:
+        if self.config.keep == "best" and self.is_main:
             print(f"kept the weights of step {self.best['step']}, the best held-out evaluation "
-                  f"({self.best['eval_bpd']:.4f} bits/dim; train.keep=best)")
+                  f"({self.best['eval_bpd']:.4f} bits/dim; train.keep=best)" if self.best is not None else
+                  "train.keep=best, but no evaluation has run yet: the last step's weights are kept")
         return next((hook.last for hook in self.hooks if isinstance(hook, MetricsLog)), {})
 
     def train_step(self, train_model: nn.Module, autocast: AbstractContextManager, images: Tensor,
