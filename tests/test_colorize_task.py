@@ -214,7 +214,7 @@ def test_the_shipped_pretrained_colouriser_loads_safely_and_colourises_a_photo(t
     assert colorize.main(["colorize", "--input", str(folder), "--samples", "2", "--out", str(out)]) == 0
     assert (out / "photo_0_sample2.png").is_file()  # no --checkpoint: the pretrained model
     (tmp_path / "large").mkdir()
-    Image.fromarray(colour_photo(80, 96, seed=2)).save(tmp_path / "large" / "photo.png")  # the model's 64 px crops
+    Image.fromarray(colour_photo(80, 96, seed=2)).save(tmp_path / "large" / "photo.png")
     assert colorize.main(["table", "--input", str(tmp_path / "large"), "--samples", "1", "--temperatures", "0", "1",
                           "--out", str(out / "table.png")]) == 0
     assert (out / "table.png").is_file()
