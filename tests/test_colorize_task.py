@@ -215,6 +215,6 @@ def test_the_shipped_pretrained_colouriser_loads_safely_and_colourises_a_photo(t
     assert (out / "photo_0_sample2.png").is_file()  # no --checkpoint: the pretrained model
     (tmp_path / "large").mkdir()
     Image.fromarray(colour_photo(80, 96, seed=2)).save(tmp_path / "large" / "photo.png")
-    assert colorize.main(["table", "--input", str(tmp_path / "large"), "--samples", "1", "--temperatures", "0", "1",
-                          "--out", str(out / "table.png")]) == 0
+    assert colorize.main(["table", "--input", str(tmp_path / "large"), "--samples", "1",
+                          "--temperatures", "0", "1", "--out", str(out / "table.png")]) == 0
     assert (out / "table.png").is_file()
