@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from cinn.config import ConfigError
-
-Backprop = Literal["standard", "inversion"]
+from cinn.models.flow import Backprop
 
 
 @dataclass
