@@ -12,6 +12,7 @@ Every model a task trains is written in the self-describing checkpoint format of
 
 Example (a task of its own, ``tasks/glow.py`` is the full version of this):
     >>> from dataclasses import dataclass, field
+    >>> from cinn.data import load_dataset
     >>> from cinn.engine import DequantizedImages, TrainConfig
     >>> from cinn.models import build_glow
     >>> from cinn.models.registry import model_spec
@@ -21,6 +22,10 @@ Example (a task of its own, ``tasks/glow.py`` is the full version of this):
     ...     train: TrainConfig = field(default_factory=TrainConfig)
     >>> class TinyGlow(Task):
     ...     name, config_class = "tiny", TinyConfig
+    ...     def train_data(self, config):
+    ...         return load_dataset("fashion-mnist", None, train=True)
+    ...     def eval_data(self, config, data):
+    ...         return load_dataset("fashion-mnist", data, train=False), "Fashion-MNIST test split"
     ...     def model_spec(self, config, facts):
     ...         return model_spec(build_glow, input_shape=facts["image_shape"], n_levels=1, steps_per_level=2)
     ...     def objective(self, config, train):
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +152,7 @@ def data_facts(train_set: Dataset) -> dict[str, Any]:
     return {"image_shape": list(image.shape), "n_classes": int(getattr(train_set, "num_classes", 0))}
 
 
-class Task(Generic[C]):
+class Task(ABC, Generic[C]):
     """One command-line task. Subclasses set the class attributes and implement the methods marked
     *required*; the others have defaults that fit a model of images."""
 
@@ -171,22 +177,22 @@ class Task(Generic[C]):
     sample_temperatures: ClassVar[tuple[float, ...]] = (0.5, 0.7, 0.8, 1.0)
 
     # ------------------------------------------------------------------ declared by the task (required)
+    @abstractmethod
     def train_data(self, config: C) -> Dataset:
         """*Required.* The training set: items ``(uint8 image, label)``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def eval_data(self, config: C, data: str | None) -> tuple[Dataset, str]:
         """*Required.* The held-out set (from ``data`` when given, the task's data option) and what it is."""
-        raise NotImplementedError
 
+    @abstractmethod
     def model_spec(self, config: C, facts: dict[str, Any]) -> dict[str, Any]:
         """*Required.* The spec (:func:`~cinn.models.registry.model_spec`) of the model for ``config``;
         ``facts`` are :func:`data_facts` of the training set."""
-        raise NotImplementedError
 
+    @abstractmethod
     def objective(self, config: C, train: bool) -> Objective:
         """*Required.* Images → model inputs; ``train=False``: the objective whose bits/dim is reported."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ declared by the task (optional)
     def conventions(self, config: C, facts: dict[str, Any]) -> dict[str, Any]:
@@ -194,9 +200,10 @@ class Task(Generic[C]):
         return dict(facts)
 
     def figure(self, model: nn.Module, config: C, conventions: dict[str, Any], eval_set: Dataset,
-               device: torch.device) -> Tensor:
-        """Images ``(N, C, H, W)`` in [0, 1] for the run's sample grids (a task without this has none)."""
-        raise NotImplementedError
+               device: torch.device) -> Tensor | None:
+        """Images ``(N, C, H, W)`` in [0, 1] for the run's sample grids; a task that does not override this
+        has none."""
+        return None
 
     def sample_images(self, model: nn.Module, conventions: dict[str, Any], n: int, temperature: float,
                       generator: torch.Generator) -> tuple[Tensor, int] | None:
