@@ -13,9 +13,15 @@ alike; the median step time and each worker's peak RSS are reported.
     git clone https://github.com/rosinality/glow-pytorch /tmp/glow-pytorch
     python benchmarks/train_vs_peer.py --peer /tmp/glow-pytorch --steps-per-level 8 --rounds 30
 
+    python benchmarks/train_vs_peer.py --peer /tmp/glow-pytorch --implementations peer,cinn --precision fp32,bf16
+
 Implementations: ``peer``; ``peer-retain`` (the peer with cinn's allocator setting: how much of the gap is
-the allocator); ``cinn`` (channels_last, the default); ``cinn-release`` (cinn with the default ``malloc``);
-``cinn-nchw`` (``channels_last=False``); ``cinn-inversion`` (backprop by inversion).
+the allocator); ``cinn`` (the default layout, :func:`cinn.layout.preferred_memory_format`); ``cinn-nchw`` and
+``cinn-cl`` (NCHW or channels_last forced); ``cinn-release`` (cinn with the default ``malloc``);
+``cinn-inversion`` (backprop by inversion). ``NAME:bf16`` trains under ``torch.autocast(bfloat16)``: the peer's
+whole forward pass, as its users would wrap it; cinn's as its engine does (``--train.precision=bf16``: the
+subnets in bf16, the x → z path in float32). ``--precision fp32,bf16`` runs every name given without a
+suffix in both.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -35,29 +42,52 @@ import torch
 from cinn import build_glow
 from cinn.engine import TrainConfig, build_optimizer
 from cinn.engine.allocator import retain_freed_memory
+from cinn.engine.layout import LAYOUTS, choose_layout, layout_key
+from cinn.machine import cpu_description
+from cinn.models import Flow, with_backprop
 
-IMPLEMENTATIONS = ("peer", "peer-retain", "cinn", "cinn-release", "cinn-nchw", "cinn-inversion")
+IMPLEMENTATIONS = ("peer", "peer-retain", "cinn", "cinn-release", "cinn-nchw", "cinn-cl", "cinn-inversion")
+PRECISIONS = ("fp32", "bf16")
 
 
-def peer_step(peer: Path, steps_per_level: int, x: torch.Tensor) -> Callable[[], None]:
+def autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def peer_step(peer: Path, steps_per_level: int, x: torch.Tensor, precision: str) -> Callable[[], None]:
     sys.path.insert(0, str(peer))
     from model import Glow  # the peer's module, from its checkout
 
     model = Glow(3, steps_per_level, 3, affine=True, conv_lu=True)
 
     def loss() -> torch.Tensor:
-        log_p, log_det, _ = model(x - 0.5)
-        return -(log_p + log_det).mean()
+        with autocast(precision):
+            log_p, log_det, _ = model(x - 0.5)
+        return -(log_p.float() + log_det.float()).mean()
 
     return training_step(loss, torch.optim.Adam(model.parameters(), lr=1e-5))
 
 
-def cinn_step(name: str, steps_per_level: int, x: torch.Tensor) -> Callable[[], None]:
+def cinn_step(name: str, steps_per_level: int, x: torch.Tensor, precision: str) -> Callable[[], None]:
+    layout = {"cinn-nchw": False, "cinn-cl": True}.get(name)  # None: chosen as the engine chooses
     model = build_glow((3, 32, 32), n_levels=3, steps_per_level=steps_per_level, hidden_channels=512,
-                       channels_last=name != "cinn-nchw")
-    model.backprop = "inversion" if name == "cinn-inversion" else "standard"
+                       channels_last=layout)
+    backprop = "inversion" if name == "cinn-inversion" else "standard"
+
+    def loss_of(flow: Flow) -> torch.Tensor:
+        with autocast(precision):
+            log_prob = with_backprop(flow, backprop)(x)
+        return -log_prob.float().mean()
+
+    if not model.layout_settled:
+        with torch.no_grad():
+            model.log_prob(x)  # data-dependent ActNorm initialisation, as the engine does before choosing
+        key = layout_key(model, tuple(x.shape), precision, backprop)
+        choice = choose_layout(model, lambda flow: loss_of(flow).backward(), key)
+        model.use_memory_format(LAYOUTS[choice.layout])
+        print(f"{name}:{precision}: {choice.describe()}", flush=True)
     optimizer = build_optimizer(list(model.parameters()), TrainConfig(optimizer="adam", lr=1e-5))
-    return training_step(lambda: -model.log_prob(x).mean(), optimizer)
+    return training_step(lambda: loss_of(model), optimizer)
 
 
 def training_step(loss: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer) -> Callable[[], None]:
@@ -73,14 +103,16 @@ def training_step(loss: Callable[[], torch.Tensor], optimizer: torch.optim.Optim
     return step
 
 
-def worker(name: str, args: argparse.Namespace, connection: Connection) -> None:
-    """Build ``name``, then time one training step per request; answer ``None`` to end with the peak RSS."""
-    if name in ("peer-retain", "cinn", "cinn-nchw", "cinn-inversion"):
+def worker(variant: str, args: argparse.Namespace, connection: Connection) -> None:
+    """Build ``variant`` (``NAME:PRECISION``), then time one training step per request; answer ``None`` to end
+    with the peak RSS."""
+    name, precision = variant.split(":")
+    if name not in ("peer", "cinn-release"):
         retain_freed_memory()
     torch.manual_seed(0)
     x = torch.rand(args.batch_size, 3, 32, 32)
-    step = (peer_step(args.peer, args.steps_per_level, x) if name.startswith("peer")
-            else cinn_step(name, args.steps_per_level, x))
+    step = (peer_step(args.peer, args.steps_per_level, x, precision) if name.startswith("peer")
+            else cinn_step(name, args.steps_per_level, x, precision))
     for _ in range(args.warmup):
         step()
     connection.send(torch.get_num_threads())
@@ -94,16 +126,25 @@ def worker(name: str, args: argparse.Namespace, connection: Connection) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer", type=Path, help="checkout of rosinality/glow-pytorch (needed for 'peer')")
-    parser.add_argument("--implementations", default="peer,cinn-nchw,cinn",
-                        help=f"comma-separated, the first is the reference; from {', '.join(IMPLEMENTATIONS)}")
+    parser.add_argument("--implementations", default="peer,cinn-nchw,cinn-cl,cinn",
+                        help=f"comma-separated, the first is the reference; from {', '.join(IMPLEMENTATIONS)}, "
+                             "each optionally NAME:bf16")
+    parser.add_argument("--precision", default="fp32",
+                        help="comma-separated precisions (fp32, bf16) for the names given without one")
     parser.add_argument("--steps-per-level", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    names = args.implementations.split(",")
-    if unknown := [name for name in names if name not in IMPLEMENTATIONS]:
-        parser.error(f"unknown implementation(s) {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
+    precisions = args.precision.split(",")
+    if unknown := [p for p in precisions if p not in PRECISIONS]:
+        parser.error(f"unknown precision(s) {unknown}; choose from {', '.join(PRECISIONS)}")
+    names = [name if ":" in name else f"{name}:{precision}"
+             for precision in precisions for name in args.implementations.split(",")]
+    if unknown := [name for name in names
+                   if name.split(":")[0] not in IMPLEMENTATIONS or name.split(":")[1] not in PRECISIONS]:
+        parser.error(f"unknown implementation(s) {unknown}; choose from {', '.join(IMPLEMENTATIONS)}, "
+                     "each optionally :bf16")
     peer_missing = args.peer is None or not (args.peer / "model.py").is_file()
     if any(name.startswith("peer") for name in names) and peer_missing:
         parser.error("--peer must be a checkout of rosinality/glow-pytorch (with model.py) to time the peer")
@@ -130,10 +171,10 @@ def main() -> None:
 
     reference = statistics.median(times[names[0]])
     print(f"K={args.steps_per_level} L=3 width 512, batch {args.batch_size}, {threads} threads, "
-          f"{args.rounds} alternating rounds, one process per implementation")
+          f"{args.rounds} alternating rounds, one process per implementation; {cpu_description()}")
     for name in names:
         median = statistics.median(times[name])
-        print(f"  {name:15s} median step {median:.3f} s = {args.batch_size / median:6.2f} img/s "
+        print(f"  {name:20s} median step {median:.3f} s = {args.batch_size / median:6.2f} img/s "
               f"({reference / median:.2f}x {names[0]}), peak RSS {peak_rss[name]:,.0f} MiB")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import resource
 import time
@@ -19,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cinn.engine.allocator import retain_freed_memory
 from cinn.likelihood import bits_per_dim
+from cinn.machine import cpu_description
 from cinn.models.flow import Backprop, Flow
 from cinn.models.inverted_backprop import with_backprop
 
@@ -109,26 +109,6 @@ class BenchReport:
         with open(path, "a") as file:
             file.write(f"\n### bench {stamp} — {platform.node() or 'this machine'}, {cpu_description()}\n\n"
                        f"`{command}`\n\n```\n{self.format()}\n```\n")
-
-
-def cpu_description(cpuinfo: str | None = None) -> str:
-    r"""The CPU's model name and which of the vector units that decide speed it has (from ``/proc/cpuinfo``).
-
-    Example:
-        >>> cpu_description("processor\t: 0\nmodel name\t: Example CPU\nflags\t\t: fpu avx2 avx512f\n" * 2)
-        'Example CPU (2 cores; avx2, avx512f)'
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return platform.processor() or "CPU unknown"
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    units = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
-    cores = cpuinfo.count("processor\t:") or os.cpu_count()
-    return f"{fields.get('model name', 'CPU unknown')} ({cores} cores; {', '.join(units) or 'no AVX2'})"
 
 
 def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size: int, steps: int,

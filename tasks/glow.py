@@ -51,8 +51,8 @@ class ModelConfig:
     """predict each split-off latent's Gaussian from the kept channels"""
     class_conditional: bool = False
     """condition the priors on the image's class (needs a labelled dataset)"""
-    channels_last: bool = True
-    """parameters and activations NHWC (faster on most CPUs)"""
+    channels_last: bool | None = None
+    """memory layout: true NHWC, false NCHW, null timed on this machine when training starts (cached)"""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from cinn.engine.allocator import retain_freed_memory
 from cinn.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from cinn.engine.distributed import ProcessGroup
 from cinn.engine.hooks import Hook, MetricsLog, StepResult
+from cinn.engine.layout import LAYOUTS, choose_layout, layout_key
 from cinn.engine.objective import Objective
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor, step_seed
 from cinn.engine.train_config import TrainConfig, build_optimizer
@@ -80,7 +81,8 @@ class Trainer:
         >>> config = TrainConfig(steps=2, batch_size=8, init_batch_size=16, warmup_steps=1, log_every=1)
         >>> trainer = Trainer(model, config, tempfile.mkdtemp(), data, DequantizedImages(n_bits=5),
         ...                   task="demo", task_config={}, progress=False)
-        >>> sorted(trainer.fit())[:2]
+        >>> sorted(trainer.fit())[:2]  # doctest: +ELLIPSIS
+        layout ... (timed: channels_last ... s, nchw ... s per step)
         ['elapsed_s', 'grad_norm']
     """
 
@@ -150,6 +152,7 @@ class Trainer:
             "step": self.step,
             "elapsed_seconds": self.elapsed_seconds,
             "model": self.model.state_dict(),
+            "layout": self.model.layout if isinstance(self.model, Flow) else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best": self.best,
             "optimizer": self.optimizer.state_dict(),
@@ -176,6 +179,8 @@ class Trainer:
             hook.on_checkpoint(self)
 
     def restore(self, state: dict[str, Any]) -> None:
+        if isinstance(self.model, Flow) and state.get("layout") in LAYOUTS:  # before the optimiser's state
+            self.model.use_memory_format(LAYOUTS[state["layout"]])
         self.model.load_state_dict(state["model"])
         self._make_ema()
         if self.ema is not None and state.get("ema") is not None:
@@ -207,8 +212,9 @@ class Trainer:
         return model.eval()
 
     @torch.no_grad()
-    def initialize(self) -> None:
-        """Data-dependent init (ActNorm) from one seeded batch, identical on every rank."""
+    def initialize(self) -> tuple[Tensor, Any]:
+        """Data-dependent init (ActNorm) from one seeded batch, identical on every rank; returns the batch
+        (model-space ``x, c``)."""
         size = min(self.config.init_batch_size, len(self.train_set))
         generator = torch.Generator().manual_seed(step_seed(self.config.seed, 0, stream=3))
         indices = torch.randperm(len(self.train_set), generator=generator)[:size].tolist()
@@ -218,14 +224,45 @@ class Trainer:
         self.model.train()
         self.model(x, c)
         self._make_ema()
+        return x, c
+
+    def settle_layout(self, x: Tensor | None, c: Any) -> None:
+        """Choose the memory layout of a flow built with ``channels_last=None`` (:mod:`cinn.engine.layout`):
+        on one CPU process, by timing both on the first ``batch_size`` of the init batch ``x, c`` (or from the
+        cache); otherwise, and when resuming a run that recorded none (``x`` is None), channels_last. Called
+        before the first step, so the optimiser's state is made in that layout."""
+        if not isinstance(self.model, Flow) or self.model.layout_settled:
+            return
+        if x is None:
+            self.model.use_memory_format(torch.channels_last)
+            return
+        if self.device.type != "cpu" or self.group.distributed:
+            self.model.use_memory_format(torch.channels_last)
+            where = f"{self.device.type}{', distributed' if self.group.distributed else ''}"
+            if self.is_main:
+                self._say(f"layout channels_last ({where})")
+            return
+        x, c = _first(x, self.config.batch_size), _first(c, self.config.batch_size)
+        autocast = self._autocast()
+
+        def step(flow: Flow) -> None:
+            with autocast:
+                log_prob = with_backprop(flow, self.config.backprop)(x, c)
+            self.objective.bits_per_dim(log_prob.float(), x).mean().backward()
+
+        key = layout_key(self.model, tuple(x.shape), self.config.precision, self.config.backprop)
+        choice = choose_layout(self.model, step, key)
+        self.model.use_memory_format(LAYOUTS[choice.layout])
+        self._say(choice.describe())
 
     # ----------------------------------------------------------------------------------- loop
     def fit(self, resume: bool = False) -> dict[str, float]:
         """Train until ``config.steps`` (or ``max_minutes``, or a stop signal); return the last metrics row."""
         if resume:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
+            self.settle_layout(None, None)
         else:
-            self.initialize()
+            self.settle_layout(*self.initialize())
         train_model, autocast = self._training_model(), self._autocast()
         schedule = BatchSchedule(len(self.train_set), self.config.batch_size, self.config.steps, self.config.seed,
                                  self.step)
@@ -363,3 +400,10 @@ class Trainer:
         finally:
             for name, handler in previous.items():
                 signal.signal(getattr(signal, name), handler)
+
+
+def _first(value: Any, n: int) -> Any:
+    """The first ``n`` rows of a batch tensor, or of each tensor in a list or tuple (None stays None)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_first(v, n) for v in value)
+    return value[:n] if isinstance(value, Tensor) else value

@@ -21,7 +21,7 @@ from cinn.blocks import (
     fc_subnet,
 )
 from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot, default_condition_channels
-from cinn.models.flow import Flow
+from cinn.models.flow import Flow, settle_layout
 from cinn.models.glow import check_multiscale_shape
 
 
@@ -29,7 +29,8 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
                blocks_per_level: int = 4, hidden_channels: int = 64,
                condition_channels: Sequence[int] | None = None, clamp: float = 1.5,
                split_prior: bool = False, actnorm: bool = False, seed: int = 0,
-               coupling: CouplingMap | CouplingTransform = "affine_soft_clamp") -> Flow:
+               coupling: CouplingMap | CouplingTransform = "affine_soft_clamp",
+               channels_last: bool | None = None) -> Flow:
     r"""Multi-scale conditional INN: ``L`` levels of [Haar → K × (conditional coupling → orthogonal
     permutation)] → split.
 
@@ -46,8 +47,8 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     own settings (``clamp`` configures ``"affine_soft_clamp"`` only). After each level but the last, half the
     channels are split off (plain split as in the paper, or a learned prior with ``split_prior``).
     ``actnorm`` (not in the paper) puts an :class:`~cinn.blocks.ActNorm` before every coupling.
-    Parameters and activations are channels_last (NHWC; :meth:`~cinn.models.Flow.use_channels_last`),
-    which the CPU's convolutions run faster (measured on Glow: :func:`~cinn.models.glow.build_glow`).
+    ``channels_last`` sets the memory layout as in :func:`~cinn.models.glow.build_glow` (``None``: chosen by
+    the training engine on the machine).
 
     Example:
         >>> import torch
@@ -87,7 +88,7 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
             flow.append(OrthogonalPermutation, seed=seed + level * blocks_per_level + block)
         if level < n_levels - 1:
             flow.append(Split, learned_prior=split_prior)
-    return flow.use_channels_last()
+    return settle_layout(flow, channels_last)
 
 
 def condition_scale_steps(condition_shape: Sequence[int], input_shape: Sequence[int]) -> int:

@@ -102,19 +102,34 @@ class Flow(nn.Module):
         self.split_shapes: list[tuple[int, ...]] = []
         self.output_shape = self.input_shape
         self.memory_format = torch.contiguous_format
+        self.layout_settled = True
+        """False for a flow built with ``channels_last=None``: the training engine times both layouts on this
+        machine and keeps the faster (:mod:`cinn.engine.layout`)."""
 
     def use_channels_last(self) -> Flow:
         """Store 4-D parameters NHWC and run image activations (inputs, latents, image conditions) in that
-        layout too, so no convolution converts layouts in the forward or backward pass; the CPU runs the
+        layout too, so no convolution converts layouts in the forward or backward pass; most CPUs run the
         convolutions faster so (BENCHMARKS.md). Returns the flow; :meth:`inverse` still returns NCHW images.
 
         Example:
             >>> from cinn.models import build_glow
             >>> flow = build_glow((1, 8, 8), n_levels=2, steps_per_level=1, channels_last=False)
-            >>> flow = flow.use_channels_last()   # what build_glow does by default
+            >>> flow = flow.use_channels_last()
         """
-        self.memory_format = torch.channels_last
-        return self.to(memory_format=torch.channels_last)
+        return self.use_memory_format(torch.channels_last)
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> Flow:
+        """Parameters and activations in ``memory_format`` (``torch.channels_last`` or
+        ``torch.contiguous_format``, NCHW); the parameters stay the same objects, so an optimiser built on them
+        goes on working. The layout is settled after this (:attr:`layout_settled`). Returns the flow."""
+        self.memory_format = memory_format
+        self.layout_settled = True
+        return self.to(memory_format=memory_format)
+
+    @property
+    def layout(self) -> str:
+        """``"channels_last"`` or ``"nchw"``."""
+        return "channels_last" if self.memory_format == torch.channels_last else "nchw"
 
     def in_layout(self, tensors: Sequence[Tensor]) -> list[Tensor]:
         """``tensors`` in the flow's memory layout: 4-D ones NHWC after :meth:`use_channels_last`, the rest as
@@ -257,3 +272,11 @@ class Flow(nn.Module):
         prior mean. A condition ``c`` must have batch size ``n`` (and, for an image condition, the
         ``spatial_size`` of the samples, when that differs from the model's input size)."""
         return self.decode(self.sample_latents(n, temperature, generator, spatial_size), c)
+
+
+def settle_layout(flow: Flow, channels_last: bool | None) -> Flow:
+    """What a builder's ``channels_last`` argument means: ``True`` NHWC, ``False`` NCHW, ``None`` NHWC with the
+    layout left unsettled, for the training engine to choose by timing both (:mod:`cinn.engine.layout`)."""
+    flow.use_memory_format(torch.contiguous_format if channels_last is False else torch.channels_last)
+    flow.layout_settled = channels_last is not None
+    return flow

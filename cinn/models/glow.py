@@ -19,7 +19,7 @@ from cinn.blocks import (
     coupling_map,
 )
 from cinn.models.condition import OneHot
-from cinn.models.flow import Flow
+from cinn.models.flow import Flow, settle_layout
 
 GlowCoupling = Literal["affine", "additive"]
 GlowPermutation = Literal["lu", "plain", "reverse", "shuffle"]
@@ -39,7 +39,7 @@ def check_multiscale_shape(input_shape: Sequence[int], n_levels: int) -> None:
 def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, steps_per_level: int = 32,
                hidden_channels: int = 512, coupling: GlowCoupling | CouplingMap = "affine", min_scale: float = 0.0,
                permutation: GlowPermutation = "lu", learn_top_prior: bool = True, split_prior: bool = True,
-               n_classes: int = 0, seed: int = 0, channels_last: bool = True) -> Flow:
+               n_classes: int = 0, seed: int = 0, channels_last: bool | None = None) -> Flow:
     r"""Multi-scale Glow: ``L`` levels of [squeeze → K × (ActNorm → 1x1 conv → coupling)] → split.
 
     Every level but the last ends in a :class:`~cinn.blocks.Split` whose learned prior predicts
@@ -58,9 +58,9 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
 
     The model maps ``x`` of shape ``(B, *input_shape)`` to ``n_levels`` latents; inputs are
     expected dequantised in ``[0, 1]`` (see :mod:`cinn.likelihood`).
-    With ``channels_last`` (:meth:`~cinn.models.Flow.use_channels_last`) parameters and activations are
-    NHWC, which the CPU's convolutions run faster: Fashion-MNIST config sampling ~1.5x, CIFAR config
-    training 1.06–1.09x (BENCHMARKS.md).
+    ``channels_last``: parameters and activations NHWC (``True``, :meth:`~cinn.models.Flow.use_channels_last`)
+    or NCHW (``False``); ``None`` builds NHWC and leaves the layout to the training engine, which times both
+    on the machine (:mod:`cinn.engine.layout`: which is faster depends on the CPU and precision).
 
     Example:
         >>> import torch
@@ -97,4 +97,4 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
                         condition=class_condition if split_prior else None)
     if learn_top_prior or n_classes > 0:
         flow.append(LearnedPrior, learn_top=learn_top_prior, condition=class_condition)
-    return flow.use_channels_last() if channels_last else flow
+    return settle_layout(flow, channels_last)
