@@ -53,6 +53,27 @@ def test_lab_of_known_colours():
     assert torch.allclose(red, torch.tensor([53.24, 80.09, 67.20]), atol=0.01)  # sRGB red, D65
 
 
+@pytest.mark.parametrize("kind", ["every 5th sRGB colour", "random floats", "real photos"])
+def test_lab_conversion_in_torch_equals_scikit_image(kind):
+    """rgb_to_lab runs in torch (on the batch's device); scikit-image's rgb2lab in float64 is the reference."""
+    import numpy as np
+    from skimage import color, data
+
+    if kind == "every 5th sRGB colour":
+        values = torch.arange(0, 256, 5, dtype=torch.uint8)
+        rgb = torch.stack(torch.meshgrid(values, values, values, indexing="ij")).reshape(1, 3, -1, len(values))
+    elif kind == "random floats":
+        rgb = torch.rand(3, 3, 17, 19, generator=torch.Generator().manual_seed(0))
+    else:
+        photos = [torch.from_numpy(photo()[:256, :256]) for photo in (data.astronaut, data.coffee)]
+        rgb = torch.stack(photos).permute(0, 3, 1, 2).contiguous()
+    scaled = rgb.double().numpy() / (255 if rgb.dtype == torch.uint8 else 1)
+    expected = np.moveaxis(color.rgb2lab(np.moveaxis(scaled, 1, -1), channel_axis=-1), -1, 1)
+    lab = rgb_to_lab(rgb)
+    assert lab.dtype == torch.float32 and lab.shape == rgb.shape
+    assert np.abs(lab.double().numpy() - expected).max() < 1e-3
+
+
 def test_ab_dequantisation_stays_in_the_unit_bin():
     ab = torch.randn(10_000) * 30
     noisy = dequantize_ab(ab, torch.Generator().manual_seed(0))

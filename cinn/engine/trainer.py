@@ -102,6 +102,8 @@ class Trainer:
         self.pending_metrics: dict[str, float] = {}
         if config.retain_freed_memory and self.device.type == "cpu":
             retain_freed_memory()
+        if config.flush_denormals and self.device.type == "cpu":
+            torch.set_flush_denormal(True)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.parameters, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
