@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cinn.engine.allocator import retain_freed_memory
+from cinn.engine.layout import LAYOUTS, choose_layout, layout_key
 from cinn.likelihood import bits_per_dim
 from cinn.machine import cpu_description
 from cinn.models.flow import Backprop, Flow
@@ -127,16 +128,24 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
         retain_freed_memory()
     model = model.to(device).train()
     x = torch.rand(batch_size, *image_shape, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    dims = x[0].numel()
     condition = (torch.arange(batch_size, device=device) % model.condition_shapes[0][0]
                  if model.condition_shapes else None)
     with torch.no_grad():
         model.log_prob(x, condition)  # data-dependent init
+    if not model.layout_settled:  # as the training engine settles it (cinn.engine.layout)
+        def backward(flow: Flow) -> None:
+            with autocast:
+                log_prob = with_backprop(flow, backprop)(x, condition)
+            bits_per_dim(-log_prob.float(), dims).mean().backward()
+
+        choice = choose_layout(model, backward, layout_key(model, tuple(x.shape), precision, backprop))
+        model.use_memory_format(LAYOUTS[choice.layout])
     trained = with_backprop(model, backprop)
     parameters = list(model.parameters())
     optimizer = (optimizer or (lambda params: torch.optim.Adamax(params, lr=1e-4)))(parameters)
     forward = torch.compile(trained) if compile else trained
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    dims = x[0].numel()
 
     def step(log_prob_of: Callable[..., Tensor]) -> None:
         with autocast:
@@ -176,10 +185,10 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
     images_per_s = steps * batch_size / train_seconds
     return BenchReport(
         description=f"{type(model).__name__} {tuple(image_shape)}, {sum(p.numel() for p in model.parameters()):,} "
-                    f"parameters, {precision}{', compiled' if compile else ''}"
+                    f"parameters, {precision}, {model.layout}{', compiled' if compile else ''}"
                     f"{', backprop by inversion' if backprop == 'inversion' else ''}",
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} "
-                                                                                    "threads)",
+        device=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                else f"{cpu_description()}, {torch.get_num_threads()} threads"),
         batch_size=batch_size,
         train_images_per_s=images_per_s,
         sample_images_per_s=sample_batch / sample_seconds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import traceback
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from cinn.engine import (
     standard_hooks,
     trained_weights,
 )
-from cinn.engine.hooks import MetricsWriter
+from cinn.engine.hooks import Hook, MetricsWriter
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor
 
 
@@ -255,3 +256,54 @@ def test_keep_best_gives_users_the_weights_of_the_best_evaluation_and_resumes_fr
 def test_keep_best_needs_evaluations():
     with pytest.raises(ConfigError, match=r"train\.keep=best needs evaluations"):
         TrainConfig(keep="best", eval_every=0).validate()
+
+
+def test_no_training_step_waits_for_the_device_between_log_rows(tmp_path, monkeypatch):
+    """Reading a tensor on the host (item, tolist, bool, float, int, numpy, cpu) waits for a GPU: the step
+    keeps loss, gradient norm and the non-finite decision on the device; rows read them every log_every.
+    (With Adam/AdamW, whose fused kernel can skip a step on the device; Adamax reads once per step.)"""
+    reads: list[str] = []
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            if not any(frame.filename.endswith("schedule.py") for frame in traceback.extract_stack(limit=4)):
+                reads.append(name)  # (the batch order is drawn on the host, once per epoch: not a wait)
+            return original(self, *args, **kwargs)
+
+        return read
+
+    class ReadsPerStep(Hook):
+        def __init__(self):
+            self.per_step: list[int] = []
+
+        def on_step(self, trainer, result):
+            self.per_step.append(len(reads))
+            reads.clear()
+
+    counter = ReadsPerStep()
+    trainer = tiny_trainer(tmp_path, steps=10, log_every=5, checkpoint_every=100, optimizer="adam")
+    trainer.hooks.insert(0, counter)
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    trainer.fit()
+    # Step k's count holds what ran after step k-1's hooks: step 6 follows the row written at step 5.
+    assert counter.per_step[1:5] == [0, 0, 0, 0] and counter.per_step[6:10] == [0, 0, 0, 0]
+    assert counter.per_step[5] <= 2  # the metrics row and the non-finite counts of step 5
+
+
+def test_fused_adam_skips_a_non_finite_step_on_the_device_exactly():
+    """The engine's device-side skip relies on the fused Adam kernel honouring ``found_inf`` (as GradScaler
+    uses it): parameters, moments and the step count stay as they were."""
+    parameter = torch.nn.Parameter(torch.ones(4))
+    optimizer = torch.optim.Adam([parameter], lr=0.1, fused=True)
+    parameter.grad = torch.ones(4)
+    optimizer.step()
+    before = {key: value.clone() for key, value in optimizer.state[parameter].items()}, parameter.detach().clone()
+    parameter.grad = torch.full((4,), float("nan"))
+    optimizer.found_inf = torch.tensor(1.0)
+    optimizer.step()
+    state, value = before
+    assert torch.equal(parameter.detach(), value)
+    assert all(torch.equal(optimizer.state[parameter][key], state[key]) for key in state)

@@ -18,7 +18,9 @@ class ActNorm(InvertibleModule):
 
     The first forward pass on data initialises ``b = -mean(x)``, ``s = -log(std(x))`` per channel,
     so the output of that batch has zero mean and unit variance. Whether that happened is the
-    persisted buffer ``initialized``: loading a checkpoint restores it and never re-initialises.
+    persisted buffer ``initialized``: loading a checkpoint restores it and never re-initialises. The buffer
+    is read once; after it has been seen true the forward pass does not read it again (on a GPU every read
+    waits for the device), until a state dict is loaded.
     Running the reverse direction before initialisation is an error (it would initialise from
     latents).
 
@@ -37,6 +39,7 @@ class ActNorm(InvertibleModule):
         self.bias = nn.Parameter(torch.zeros(channel_param_shape(shape)))
         self.log_scale = nn.Parameter(torch.zeros(channel_param_shape(shape)))
         self.register_buffer("initialized", torch.tensor(False))
+        self._seen_initialized = False
         self.positions = spatial_size(shape)
         self.eps = eps
 
@@ -53,16 +56,22 @@ class ActNorm(InvertibleModule):
     def forward(self, x_or_z: list[Tensor], c: list[Tensor] | None = None, rev: bool = False,
                 jac: bool = True) -> tuple[tuple[Tensor], Tensor]:
         x = x_or_z[0]
-        if not self.initialized:
-            if rev:
-                raise RuntimeError(
-                    "ActNorm is not initialised: run a forward pass on data (or load a trained "
-                    "checkpoint) before running the model in reverse.")
-            self.initialize(x)
+        if not self._seen_initialized:
+            if not self.initialized:
+                if rev:
+                    raise RuntimeError(
+                        "ActNorm is not initialised: run a forward pass on data (or load a trained "
+                        "checkpoint) before running the model in reverse.")
+                self.initialize(x)
+            self._seen_initialized = True
         log_det = per_sample(self.log_scale.sum() * self.positions, x)
         if rev:
             return (x * torch.exp(-self.log_scale) - self.bias,), -log_det
         return ((x + self.bias) * torch.exp(self.log_scale),), log_det
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # the loaded buffer decides again
+        self._seen_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
         return input_dims

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -33,11 +34,13 @@ METRIC_COLUMNS = ["step", "train_bpd", "lr", "grad_norm", "images_per_s", "elaps
 
 @dataclass
 class StepResult:
-    """One training step: its loss in bits/dim (``None`` when the step was skipped as non-finite), the
-    gradient norm before clipping and the number of images it trained on."""
+    """One training step, as 0-d tensors on the training device (reading one waits for the device): its loss
+    in bits/dim, the gradient norm before clipping, whether both were finite (else the step was skipped),
+    and the number of images it trained on."""
 
-    loss: float | None
-    grad_norm: float
+    loss: Tensor
+    grad_norm: Tensor
+    finite: Tensor
     images: int
 
 
@@ -107,26 +110,28 @@ class MetricsLog(Hook):
 
     def on_start(self, trainer: Trainer) -> None:
         self.writer = MetricsWriter(trainer.run_dir, trainer.step, enabled=trainer.is_main)
-        self.losses: list[float] = []
+        self.sums: Tensor | None = None  # on the device: [loss of finite steps, finite steps, skipped steps]
         self.images, self.window_start, self.skipped = 0, time.monotonic(), 0
 
     def on_step(self, trainer: Trainer, result: StepResult) -> None:
-        if result.loss is None:
-            self.skipped += 1
-            return
-        self.losses.append(result.loss)
+        finite = result.finite.float()
+        step_sums = torch.stack([torch.where(result.finite, result.loss.float(), 0.0), finite, 1 - finite])
+        self.sums = step_sums if self.sums is None else self.sums + step_sums
         self.images += result.images
         if trainer.step % self.every and trainer.step != trainer.config.steps:
             return
         now = time.monotonic()
-        self.last = {"train_bpd": sum(self.losses) / len(self.losses), "lr": trainer.learning_rate,
-                     "grad_norm": result.grad_norm,
+        # the one wait for the device per row
+        loss_sum, finite_steps, skipped, grad_norm = torch.cat([self.sums, result.grad_norm.reshape(1)]).tolist()
+        self.skipped += round(skipped)
+        self.last = {"train_bpd": loss_sum / finite_steps if finite_steps else math.nan,
+                     "lr": trainer.learning_rate, "grad_norm": grad_norm,
                      "images_per_s": self.images / max(now - self.window_start, 1e-9),
                      "elapsed_s": trainer.elapsed_seconds, "skipped_steps": self.skipped,
                      **trainer.pending_metrics}
         trainer.pending_metrics.clear()
         self.writer.write(trainer.step, self.last)
-        self.losses, self.images, self.window_start = [], 0, now
+        self.sums, self.images, self.window_start = None, 0, now
 
     def on_checkpoint(self, trainer: Trainer) -> None:
         self.writer.flush()

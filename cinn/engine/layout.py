@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from cinn.bench import cpu_description
+from cinn.machine import cpu_description
 from cinn.models import Flow
 
 LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}

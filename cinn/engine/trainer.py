@@ -56,6 +56,37 @@ class NonFiniteTrainingError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
 
+class NonFiniteSteps:
+    """Steps skipped as non-finite, counted on the device so that no step waits for it: how many since the
+    last :meth:`read`, the longest run of consecutive ones, and the last one's number.
+
+    Example:
+        >>> counts = NonFiniteSteps(torch.device("cpu"))
+        >>> for step, finite in enumerate([True, False, False, True, False]):
+        ...     counts.count(torch.tensor(finite), step)
+        >>> counts.read()
+        (3, 2, 4)
+        >>> counts.read()  # nothing new; the run that ended the last window goes on
+        (0, 1, 4)
+    """
+
+    def __init__(self, device: torch.device):
+        self.state = torch.tensor([0, 0, 0, -1], device=device)  # skipped, current run, longest run, last
+
+    def count(self, finite: Tensor, step: int) -> None:
+        bad = (~finite).long()
+        skipped, run, longest, last = self.state.unbind()
+        run = (run + 1) * bad
+        self.state = torch.stack([skipped + bad, run, torch.maximum(longest, run),
+                                  torch.where(finite, last, step)])
+
+    def read(self) -> tuple[int, int, int]:
+        """``(skipped, longest run, last skipped step)`` since the last read; the current run carries on."""
+        skipped, run, longest, last = self.state.tolist()
+        self.state = torch.tensor([0, run, run, last], device=self.state.device)
+        return skipped, longest, last
+
+
 class Trainer:
     """Maximum-likelihood training of a :class:`DensityModel`, with everything a run needs.
 
@@ -115,7 +146,8 @@ class Trainer:
         self.elapsed_before = 0.0
         self._session_start = time.monotonic()
         self._stop_signal: str | None = None
-        self._consecutive_skips = 0
+        self.non_finite = NonFiniteSteps(self.device)
+        self._skips_on_device = bool(self.optimizer.defaults.get("fused"))
         self._progress: Progress | None = None
 
     @property
@@ -275,16 +307,20 @@ class Trainer:
         for hook in self.hooks:
             hook.on_start(self)
         budget = None if self.config.max_minutes is None else 60 * self.config.max_minutes
+        metrics_log = next((hook for hook in self.hooks if isinstance(hook, MetricsLog)), None)
         with self._stop_on_signals(), Progress(self.task, total=self.config.steps, initial=self.step, unit="steps",
                                                time_budget_s=budget, elapsed_s=self.elapsed_before,
                                                enabled=self.progress) as self._progress:
             for images, labels in loader:
                 result = self.train_step(train_model, autocast, images, labels)
-                self._progress.update(1, **({} if result.loss is None else {"bpd": f"{result.loss:.3f}"}))
                 for hook in self.hooks:
                     hook.on_step(self, result)
                 stop = self._stop_signal is not None or self._out_of_time()
-                if self.step % self.config.checkpoint_every == 0 or stop or self.step == self.config.steps:
+                save = self.step % self.config.checkpoint_every == 0 or stop or self.step == self.config.steps
+                if save or self.step % self.config.log_every == 0:
+                    self._check_non_finite()
+                self._progress.update(1, **self._progress_fields(metrics_log))
+                if save:
                     self.save(final=stop or self.step == self.config.steps)
                 if stop:
                     reason = {None: "time budget reached", "SIGINT": "interrupted"}.get(
@@ -298,12 +334,15 @@ class Trainer:
             print(f"kept the weights of step {self.best['step']}, the best held-out evaluation "
                   f"({self.best['eval_bpd']:.4f} bits/dim; train.keep=best)" if self.best is not None else
                   "train.keep=best, but no evaluation has run yet: the last step's weights are kept")
-        return next((hook.last for hook in self.hooks if isinstance(hook, MetricsLog)), {})
+        return metrics_log.last if metrics_log is not None else {}
 
     def train_step(self, train_model: nn.Module, autocast: AbstractContextManager, images: Tensor,
                    labels: Tensor) -> StepResult:
-        """One optimiser step on a batch; a step whose loss or gradient is not finite is skipped (counted
-        towards ``max_nonfinite_steps``) and its result has ``loss=None``."""
+        """One optimiser step on a batch. A step whose loss or gradient is not finite changes nothing (it is
+        counted towards ``max_nonfinite_steps``; its result has ``finite`` false). The loss, gradient norm
+        and that decision stay on the device: with Adam/AdamW (fused) nothing waits for the device within
+        the step, and the counts are read every ``log_every`` steps (:meth:`_check_non_finite`); other
+        optimisers cannot skip on the device and read the decision once per step."""
         generator = torch.Generator(self.device).manual_seed(step_seed(self.config.seed, self.step))
         x, c = self.objective.prepare(images.to(self.device, non_blocking=True),
                                       labels.to(self.device, non_blocking=True), generator)
@@ -313,31 +352,39 @@ class Trainer:
         loss = self.objective.bits_per_dim(log_prob.float(), x).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip or math.inf).item()
-        loss_value = self._global_mean(loss.detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip or math.inf)
+        loss = self._global_mean(loss.detach())
+        finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+        self.non_finite.count(finite, self.step)
         self.step += 1
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            self._skip_step()
-            return StepResult(None, grad_norm, len(images))
-        self._consecutive_skips = 0
-        self.optimizer.step()
+        if self._skips_on_device:
+            self.optimizer.found_inf = (~finite).float()  # the fused kernel leaves everything as it was
+            self.optimizer.step()
+        elif finite.item():
+            self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return StepResult(loss_value, grad_norm, len(images))
+        return StepResult(loss, grad_norm, finite, len(images))
 
-    def _skip_step(self) -> None:
-        self._consecutive_skips += 1
-        self._say(f"step {self.step - 1}: non-finite loss or gradient, step skipped "
-                  f"({self._consecutive_skips} in a row)")
-        if self._consecutive_skips >= self.config.max_nonfinite_steps:
+    def _check_non_finite(self) -> None:
+        """Read the non-finite counts (one wait for the device): say which steps were skipped, and stop
+        when ``max_nonfinite_steps`` came in a row."""
+        skipped, longest, last = self.non_finite.read()
+        if not skipped:
+            return
+        self._say(f"step {last}: non-finite loss or gradient, step skipped"
+                  + (f" ({skipped} steps skipped since the last report)" if skipped > 1 else ""))
+        if longest >= self.config.max_nonfinite_steps:
             raise NonFiniteTrainingError(
-                f"{self._consecutive_skips} consecutive steps had a non-finite loss or gradient; stopped "
-                f"at step {self.step - 1}. The last good checkpoint is {self.checkpoint_path}; lower "
+                f"{longest} consecutive steps had a non-finite loss or gradient; stopped "
+                f"at step {last}. The last good checkpoint is {self.checkpoint_path}; lower "
                 "train.lr or set train.grad_clip, then resume.")
-        self.scheduler.step()
 
-    # ----------------------------------------------------------------------------------- helpers
+    def _progress_fields(self, metrics_log: MetricsLog | None) -> dict[str, str]:
+        loss = (metrics_log.last or {}).get("train_bpd") if metrics_log is not None else None
+        return {} if loss is None else {"bpd": f"{loss:.3f}"}
+
     def _training_model(self) -> nn.Module:
         """What the step calls: the model, wrapped for backprop by inversion, DDP and torch.compile as asked."""
         if self.config.backprop == "inversion" and not isinstance(self.model, Flow):
@@ -366,12 +413,12 @@ class Trainer:
             return type(value)(self._shard(v) for v in value)
         return value.chunk(self.group.world_size)[self.group.rank]
 
-    def _global_mean(self, value: Tensor) -> float:
+    def _global_mean(self, value: Tensor) -> Tensor:
         if self.group.distributed:
             value = value.clone()
             torch.distributed.all_reduce(value)
             value /= self.group.world_size
-        return value.item()
+        return value
 
     def _out_of_time(self) -> bool:
         if self.config.max_minutes is None:
