@@ -27,6 +27,7 @@ suffix in both.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import resource
 import statistics
@@ -46,22 +47,23 @@ from cinn.engine.layout import LAYOUTS, choose_layout, layout_key
 from cinn.machine import cpu_description
 from cinn.models import Flow, with_backprop
 
-IMPLEMENTATIONS = ("peer", "peer-retain", "cinn", "cinn-release", "cinn-nchw", "cinn-cl", "cinn-inversion")
+IMPLEMENTATIONS = ("peer", "peer-retain", "cinn", "cinn-release", "cinn-nchw", "cinn-cl", "cinn-inversion",
+                   "cinn-compile")
 PRECISIONS = ("fp32", "bf16")
 
 
-def autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+def autocast(precision: str, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def peer_step(peer: Path, steps_per_level: int, x: torch.Tensor, precision: str) -> Callable[[], None]:
     sys.path.insert(0, str(peer))
     from model import Glow  # the peer's module, from its checkout
 
-    model = Glow(3, steps_per_level, 3, affine=True, conv_lu=True)
+    model = Glow(3, steps_per_level, 3, affine=True, conv_lu=True).to(x.device)
 
     def loss() -> torch.Tensor:
-        with autocast(precision):
+        with autocast(precision, x.device):
             log_p, log_det, _ = model(x - 0.5)
         return -(log_p.float() + log_det.float()).mean()
 
@@ -71,15 +73,17 @@ def peer_step(peer: Path, steps_per_level: int, x: torch.Tensor, precision: str)
 def cinn_step(name: str, steps_per_level: int, x: torch.Tensor, precision: str) -> Callable[[], None]:
     layout = {"cinn-nchw": False, "cinn-cl": True}.get(name)  # None: chosen as the engine chooses
     model = build_glow((3, 32, 32), n_levels=3, steps_per_level=steps_per_level, hidden_channels=512,
-                       channels_last=layout)
+                       channels_last=layout).to(x.device)
     backprop = "inversion" if name == "cinn-inversion" else "standard"
 
     def loss_of(flow: Flow) -> torch.Tensor:
-        with autocast(precision):
+        with autocast(precision, x.device):
             log_prob = with_backprop(flow, backprop)(x)
         return -log_prob.float().mean()
 
-    if not model.layout_settled:
+    if not model.layout_settled and x.device.type == "cuda":  # as the engine does on CUDA
+        model.use_memory_format(torch.channels_last)
+    elif not model.layout_settled:
         with torch.no_grad():
             model.log_prob(x)  # data-dependent ActNorm initialisation, as the engine does before choosing
         key = layout_key(model, tuple(x.shape), precision, backprop)
@@ -87,6 +91,15 @@ def cinn_step(name: str, steps_per_level: int, x: torch.Tensor, precision: str) 
         model.use_memory_format(LAYOUTS[choice.layout])
         print(f"{name}:{precision}: {choice.describe()}", flush=True)
     optimizer = build_optimizer(list(model.parameters()), TrainConfig(optimizer="adam", lr=1e-5))
+    if name == "cinn-compile":
+        compiled = torch.compile(with_backprop(model, backprop))
+
+        def compiled_loss() -> torch.Tensor:
+            with autocast(precision, x.device):
+                log_prob = compiled(x)
+            return -log_prob.float().mean()
+
+        return training_step(compiled_loss, optimizer)
     return training_step(lambda: loss_of(model), optimizer)
 
 
@@ -107,20 +120,31 @@ def worker(variant: str, args: argparse.Namespace, connection: Connection) -> No
     """Build ``variant`` (``NAME:PRECISION``), then time one training step per request; answer ``None`` to end
     with the peak RSS."""
     name, precision = variant.split(":")
-    if name not in ("peer", "cinn-release"):
+    device = torch.device(args.device)
+    if name not in ("peer", "cinn-release") and device.type == "cpu":
         retain_freed_memory()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as the engine does
     torch.manual_seed(0)
-    x = torch.rand(args.batch_size, 3, 32, 32)
+    x = torch.rand(args.batch_size, 3, 32, 32, device=device)
     step = (peer_step(args.peer, args.steps_per_level, x, precision) if name.startswith("peer")
             else cinn_step(name, args.steps_per_level, x, precision))
     for _ in range(args.warmup):
         step()
+    synchronize(device)
     connection.send(torch.get_num_threads())
     while connection.recv():
         start = time.perf_counter()
         step()
+        synchronize(device)
         connection.send(time.perf_counter() - start)
-    connection.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    connection.send(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -135,6 +159,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory is then max_memory_allocated)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     precisions = args.precision.split(",")
     if unknown := [p for p in precisions if p not in PRECISIONS]:
@@ -170,12 +196,21 @@ def main() -> None:
         process.join()
 
     reference = statistics.median(times[names[0]])
-    print(f"K={args.steps_per_level} L=3 width 512, batch {args.batch_size}, {threads} threads, "
-          f"{args.rounds} alternating rounds, one process per implementation; {cpu_description()}")
+    machine = (f"{torch.cuda.get_device_name(args.device)}, torch {torch.__version__}" if args.device != "cpu"
+               else f"{threads} threads, {cpu_description()}")
+    memory = "max_memory_allocated" if args.device != "cpu" else "peak RSS"
+    print(f"K={args.steps_per_level} L=3 width 512, batch {args.batch_size}, {args.rounds} alternating rounds, "
+          f"one process per implementation; {machine}")
+    results = []
     for name in names:
         median = statistics.median(times[name])
-        print(f"  {name:20s} median step {median:.3f} s = {args.batch_size / median:6.2f} img/s "
-              f"({reference / median:.2f}x {names[0]}), peak RSS {peak_rss[name]:,.0f} MiB")
+        results.append({"implementation": name, "median_step_s": median, "images_per_s": args.batch_size / median,
+                        "ratio": reference / median, "peak_memory_mib": peak_rss[name]})
+        print(f"  {name:20s} median step {median:.3f} s = {args.batch_size / median:8.2f} img/s "
+              f"({reference / median:.2f}x {names[0]}), {memory} {peak_rss[name]:,.0f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "steps_per_level": args.steps_per_level,
+                                         "batch_size": args.batch_size, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

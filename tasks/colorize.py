@@ -139,9 +139,9 @@ class ColorizeConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=100_000, max_minutes=13, batch_size=16, optimizer="adam", lr=1e-3, weight_decay=1e-5,
-        warmup_steps=100, init_batch_size=64, eval_every=250, eval_images=16, sample_every=1000,
-        checkpoint_every=250))
+        steps=1700, max_minutes=15, batch_size=16, optimizer="adam", lr=1e-3, weight_decay=1e-5,
+        warmup_steps=100, lr_decay="cosine", init_batch_size=64, eval_every=100, eval_images=16, keep="best",
+        sample_every=1000, checkpoint_every=250))
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:

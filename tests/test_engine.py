@@ -307,3 +307,23 @@ def test_fused_adam_skips_a_non_finite_step_on_the_device_exactly():
     state, value = before
     assert torch.equal(parameter.detach(), value)
     assert all(torch.equal(optimizer.state[parameter][key], state[key]) for key in state)
+
+
+def test_compile_mode_reaches_torch_compile(tmp_path, monkeypatch):
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    tiny_trainer(tmp_path, steps=1, compile=True, compile_mode="max-autotune").fit()
+    assert modes == ["max-autotune"]
+
+
+def test_tf32_is_set_both_ways_and_said():
+    from cinn.engine.trainer import use_tf32
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        assert "full float32" in use_tf32(False)
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert "TF32" in use_tf32(True)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -64,6 +64,11 @@ class TrainConfig:
     """bf16: networks that compute parameters run under bfloat16 autocast; the x → z path stays float32"""
     compile: bool = False
     """run the model through torch.compile"""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    """torch.compile's mode (reduce-overhead adds CUDA graphs)"""
+    tf32: bool = True
+    """CUDA: float32 matrix products and convolutions in TF32 (10-bit mantissa inputs, float32 sums);
+    said in the log. The x → z path's own float64 steps are unaffected"""
     backprop: Backprop = "standard"
     """inversion: reconstruct activations in the backward pass instead of storing them (same gradients)"""
     retain_freed_memory: bool = True

@@ -149,6 +149,10 @@ class Trainer:
         self.non_finite = NonFiniteSteps(self.device)
         self._skips_on_device = bool(self.optimizer.defaults.get("fused"))
         self._progress: Progress | None = None
+        if self.device.type == "cuda":
+            tf32 = use_tf32(config.tf32)
+            if self.is_main:
+                self._say(tf32)
 
     @property
     def is_main(self) -> bool:
@@ -393,7 +397,7 @@ class Trainer:
         model = with_backprop(self.model, self.config.backprop) if isinstance(self.model, Flow) else self.model
         if self.group.distributed:
             model = DistributedDataParallel(model)
-        return torch.compile(model) if self.config.compile else model
+        return torch.compile(model, mode=self.config.compile_mode) if self.config.compile else model
 
     def _autocast(self) -> AbstractContextManager:
         if self.config.precision == "bf16":
@@ -449,6 +453,19 @@ class Trainer:
         finally:
             for name, handler in previous.items():
                 signal.signal(getattr(signal, name), handler)
+
+
+def use_tf32(enabled: bool) -> str:
+    """Let CUDA run float32 matrix products and convolutions in TF32 (or not); returns the log line.
+
+    Example:
+        >>> use_tf32(True)
+        'float32 matrix products and convolutions run in TF32 on CUDA (train.tf32=false for full float32)'
+    """
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    return ("float32 matrix products and convolutions run in TF32 on CUDA (train.tf32=false for full float32)"
+            if enabled else "float32 matrix products and convolutions in full float32 (train.tf32=false)")
 
 
 def _first(value: Any, n: int) -> Any:
