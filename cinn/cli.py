@@ -4,10 +4,13 @@ their resume rules, the run directory, the invertibility check's verdict."""
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from torch import Tensor, nn
 
@@ -22,8 +25,9 @@ from cinn.config import (
     save_config,
 )
 from cinn.data import DataError
-from cinn.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from cinn.engine.trainer import NonFiniteTrainingError
+from cinn.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, remove_interrupted_writes
+from cinn.engine.hooks import METRICS_NAME, Hook
+from cinn.engine.trainer import NonFiniteTrainingError, Trainer
 from cinn.models.flow import Condition, Flow
 
 T = TypeVar("T")
@@ -38,6 +42,13 @@ USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteTrainingError, 
 RESUMABLE_CHANGES = {"run_dir", "train.steps", "train.max_minutes", "train.log_every", "train.eval_every",
                      "train.eval_images", "train.sample_every", "train.checkpoint_every", "train.num_workers",
                      "train.backprop", "train.retain_freed_memory"}
+
+CONFIG_NAME = "config.yaml"
+LOCK_NAME = ".train.lock"
+RUN_MARKERS = (CHECKPOINT_NAME, METRICS_NAME)
+"""Files that make a folder hold a run, which a new ``train`` replaces only when given ``--overwrite``."""
+RUN_OUTPUTS = (*RUN_MARKERS, CONFIG_NAME, "learning_curve.png", "tensorboard", "samples")
+"""The files of a run that ``--overwrite`` deletes before the new run writes its own."""
 
 
 class InvertibilityError(RuntimeError):
@@ -62,8 +73,11 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML config (see configs/); defaults apply without one")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in run_dir from its checkpoint.pt, exactly where it stopped")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run in run_dir from its checkpoint.pt, exactly where it stopped")
+    start.add_argument("--overwrite", action="store_true",
+                       help="replace the run that run_dir holds (without it, train refuses to start there)")
     parser.add_argument("--force", action="store_true",
                         help="with --resume: accept config changes that alter the training computation")
 
@@ -92,18 +106,117 @@ def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str
     return config
 
 
-def start_run_dir(config: Any, is_main: bool = True) -> Path:
-    """Create the run directory ``config.run_dir`` and write the resolved ``config.yaml`` into it (on the
-    main process); a folder that cannot be created or written is a one-line :class:`ConfigError`."""
-    run_dir = Path(config.run_dir)
-    if is_main:
+class RunDirectory:
+    """The run directory of one ``train`` process, a unit: it is locked while the process trains in it
+    (``fcntl.flock``, released when the process ends, however it ends), a run it already holds is continued
+    (``--resume``) or replaced (``--overwrite``) but never silently, and the run's own files
+    (``config.yaml``, and the trainer's ``metrics.csv``) are written only once the run has started.
+
+    Use it as a context manager around the whole of ``train``; only the main process (``is_main``) touches
+    the folder.
+    """
+
+    def __init__(self, config: Any, resume: bool, overwrite: bool, is_main: bool = True):
+        self.path = Path(config.run_dir)
+        self.resume, self.overwrite, self.is_main = resume, overwrite, is_main
+        self._lock: IO[str] | None = None
+
+    def __enter__(self) -> RunDirectory:
+        """Refuse an existing run without ``--resume``/``--overwrite`` and lock an existing folder, before
+        anything is read or written."""
+        if self.is_main and self.path.is_dir():
+            self._refuse_unannounced_replacement()
+            self._acquire_lock()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def create(self) -> Path:
+        """Create the folder (once config and data are read), lock it and remove the temporary files of
+        checkpoint writes an earlier process was killed in; a folder that cannot be created or written is a
+        one-line :class:`ConfigError`."""
+        if self.is_main:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._acquire_lock()
+                remove_interrupted_writes(self.path / CHECKPOINT_NAME)
+            except OSError as error:
+                raise self._unwritable(error) from None
+        return self.path
+
+    def start(self, config: Any) -> None:
+        """The run has started (data, model and first batch ready): delete the replaced run's files
+        (``--overwrite``) and write the resolved ``config.yaml``."""
+        if not self.is_main:
+            return
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, run_dir / "config.yaml")
+            if self.overwrite:
+                self._remove_old_run()
+            save_config(config, self.path / CONFIG_NAME)
         except OSError as error:
-            raise ConfigError(f"run directory {run_dir} cannot be written ({error.strerror or error}); choose "
-                              "another --run_dir") from None
-    return run_dir
+            raise self._unwritable(error) from None
+
+    def hook(self, config: Any) -> Hook:
+        """The trainer hook that calls :meth:`start` before the first step (put it first)."""
+        return RunStart(self, config)
+
+    def _refuse_unannounced_replacement(self) -> None:
+        held = [name for name in RUN_MARKERS if (self.path / name).exists()]
+        if held and not (self.resume or self.overwrite):
+            raise ConfigError(f"run directory {self.path} already holds a run ({', '.join(held)}); continue it "
+                              "with --resume, train into a new --run_dir, or replace it with --overwrite")
+
+    def _acquire_lock(self) -> None:
+        if self._lock is not None:
+            return
+        try:
+            lock = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 (held until __exit__)
+        except OSError as error:
+            raise self._unwritable(error) from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise ConfigError(f"run directory {self.path} is in use by another train process (pid {holder}); "
+                              "wait for it to end or choose another --run_dir") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _remove_old_run(self) -> None:
+        for name in RUN_OUTPUTS:
+            old = self.path / name
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
+
+    def _unwritable(self, error: OSError) -> ConfigError:
+        return ConfigError(f"run directory {self.path} cannot be written ({error.strerror or error}); choose "
+                           "another --run_dir")
+
+
+class RunStart(Hook):
+    """Calls :meth:`RunDirectory.start` once the trainer has started, before the first step."""
+
+    def __init__(self, run_dir: RunDirectory, config: Any):
+        self.run_dir, self.config = run_dir, config
+
+    def on_start(self, trainer: Trainer) -> None:
+        self.run_dir.start(self.config)
+
+
+def check_batch_size(batch_size: int, train_set_size: int) -> None:
+    """A training set smaller than one batch is a one-line :class:`ConfigError`."""
+    if train_set_size < batch_size:
+        raise ConfigError(f"train.batch_size is {batch_size} but the training set has only {train_set_size} "
+                          "items; use a smaller train.batch_size or more data")
 
 
 def check_trained(model: Flow, batches: Iterable[tuple[Tensor, Condition]], checkpoint: Path) -> None:

@@ -56,6 +56,7 @@ from cinn.engine import (
     BitsPerDim,
     CheckpointError,
     Objective,
+    ProcessGroup,
     Trainer,
     build_optimizer,
     close_process_group,
@@ -69,7 +70,7 @@ from cinn.engine import (
     standard_hooks,
     trained_weights,
 )
-from cinn.engine.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMAT, rebuild_model
+from cinn.engine.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMAT, rebuild_model, require_finite_weights
 from cinn.models import Flow
 from cinn.models.registry import build_from_spec
 from cinn.viz import save_grid
@@ -244,10 +245,13 @@ class Task(ABC, Generic[C]):
         return model, model_info(spec, self.conventions(config, facts))
 
     def open(self, checkpoint: Path, device: torch.device) -> TrainedRun[C]:
-        """A checkpoint of this task with its config and trained model (EMA weights when kept)."""
+        """A checkpoint of this task with its config and trained model (EMA weights when kept); weights that
+        are not finite are a :class:`CheckpointError`."""
         state = self.read_state(checkpoint, device)
         config = config_from_dict(self.config_class, state["config"])
-        return TrainedRun(config, rebuild_model(state, checkpoint, device), state["conventions"], state, device)
+        model = rebuild_model(state, checkpoint, device)
+        require_finite_weights(model, checkpoint)
+        return TrainedRun(config, model, state["conventions"], state, device)
 
     def read_state(self, checkpoint: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
         """A checkpoint of this task as a dict, files of the earlier format upgraded in memory."""
@@ -270,30 +274,37 @@ class Task(ABC, Generic[C]):
         config = cli.train_config(self.config_class, args, overrides, self.name)
         group = init_process_group(config.train.device)
         try:
-            train_set = self.train_data(config)
-            eval_set, _ = self.eval_data(config, None)
-            model, info = self.build_model(config, data_facts(train_set))
-            run_dir = cli.start_run_dir(config, group.is_main)
-            objective = self.objective(config, train=False)
-
-            def evaluate(trained: nn.Module) -> float:
-                return evaluate_bits_per_dim(trained, eval_set, objective, batch_size=self.eval_batch_size,
-                                             device=group.device, limit=config.train.eval_images,
-                                             progress=False).mean
-
-            def sample(trained: nn.Module) -> Tensor:
-                return self.figure(trained, config, info["conventions"], eval_set, group.device)
-
-            has_figure = type(self).figure is not Task.figure
-            hooks = standard_hooks(config.train, evaluate=evaluate, sample=sample if has_figure else None)
-            trainer = Trainer(model, config.train, run_dir, train_set, self.objective(config, train=True),
-                              task=self.name, task_config=config_to_dict(config), model_info=info, hooks=hooks,
-                              group=group)
-            trainer.fit(resume=args.resume)
-            if group.is_main:
-                self.after_training(trainer, config, eval_set)
+            with cli.RunDirectory(config, args.resume, args.overwrite, group.is_main) as run_directory:
+                self._train_in(run_directory, config, group, args.resume)
         finally:
             close_process_group(group)
+
+    def _train_in(self, run_directory: cli.RunDirectory, config: C, group: ProcessGroup, resume: bool) -> None:
+        """Train ``config``'s run in ``run_directory``, created once the data and model are ready."""
+        train_set = self.train_data(config)
+        cli.check_batch_size(config.train.batch_size, len(train_set))
+        eval_set, _ = self.eval_data(config, None)
+        model, info = self.build_model(config, data_facts(train_set))
+        run_dir = run_directory.create()
+        objective = self.objective(config, train=False)
+
+        def evaluate(trained: nn.Module) -> float:
+            return evaluate_bits_per_dim(trained, eval_set, objective, batch_size=self.eval_batch_size,
+                                         device=group.device, limit=config.train.eval_images,
+                                         progress=False).mean
+
+        def sample(trained: nn.Module) -> Tensor:
+            return self.figure(trained, config, info["conventions"], eval_set, group.device)
+
+        has_figure = type(self).figure is not Task.figure
+        hooks = [run_directory.hook(config),
+                 *standard_hooks(config.train, evaluate=evaluate, sample=sample if has_figure else None)]
+        trainer = Trainer(model, config.train, run_dir, train_set, self.objective(config, train=True),
+                          task=self.name, task_config=config_to_dict(config), model_info=info, hooks=hooks,
+                          group=group)
+        trainer.fit(resume=resume)
+        if group.is_main:
+            self.after_training(trainer, config, eval_set)
 
     def evaluate(self, args: argparse.Namespace) -> None:
         run = self.open(args.checkpoint, resolve_device(args.device))

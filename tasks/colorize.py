@@ -272,7 +272,11 @@ class ColorizeTask(Task[ColorizeConfig]):
             parser.add_argument("--input", type=Path, required=True, help="a photo or a folder of photos")
             parser.add_argument("--samples", type=int, default=8)
             parser.add_argument("--temperature", type=float, default=0.8)
-            parser.add_argument("--out", type=Path, default=Path("colorized"))
+            parser.add_argument("--out", type=Path, default=Path("colorized"),
+                                help="output folder: NAME_EXT_sample1.png ... and NAME_EXT_contact.png per "
+                                     "photo (sub/photo.jpg of a folder gives sub/photo_jpg_sample1.png, ...)")
+            parser.add_argument("--overwrite", action="store_true",
+                                help="replace outputs that exist already (without it, colorize refuses to start)")
 
         def table_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--input", type=Path, required=True, help="a folder of colour photos")
@@ -296,8 +300,11 @@ class ColorizeTask(Task[ColorizeConfig]):
         run = self.open(args.checkpoint, resolve_device(args.device))
         colorizer = colorizer_for(run.model, run.conventions, run.device)
         paths = photo_paths(args.input)
-        args.out.mkdir(parents=True, exist_ok=True)
-        for path in paths:
+        outputs = {path: colorize_outputs(args.out / output_stem(path, args.input), args.samples)
+                   for path in paths}
+        refuse_to_overwrite([file for files in outputs.values() for file in files], args.overwrite)
+        for path, (contact, *sample_files) in outputs.items():
+            contact.parent.mkdir(parents=True, exist_ok=True)
             photo = TF.pil_to_tensor(open_image(path))
             start = time.perf_counter()
             colourings = colorizer.colorize(photo, args.samples, args.temperature, args.seed)
@@ -306,14 +313,37 @@ class ColorizeTask(Task[ColorizeConfig]):
             for index, image in enumerate([grey_version(photo), *colourings]):
                 picture = Image.fromarray(image.permute(1, 2, 0).numpy())
                 if index > 0:
-                    picture.save(args.out / f"{path.stem}_sample{index}.png", compress_level=1)
+                    picture.save(sample_files[index - 1], compress_level=1)
                 width = max(1, round(picture.width * CONTACT_HEIGHT / picture.height))
                 thumbnails.append(TF.pil_to_tensor(picture.resize((width, CONTACT_HEIGHT), Image.BICUBIC,
                                                                   reducing_gap=2.0)))
-            sheet = save_grid(torch.stack(thumbnails).float() / 255, args.out / f"{path.stem}_contact.png",
+            sheet = save_grid(torch.stack(thumbnails).float() / 255, contact,
                               nrow=math.ceil(math.sqrt(len(thumbnails))))
             print(f"{path}: {photo.shape[2]}x{photo.shape[1]}, {args.samples} colourings at T={args.temperature} "
                   f"in {seconds:.2f} s; contact sheet (grey input first) {sheet}")
+
+
+def output_stem(photo: Path, source: Path) -> Path:
+    """Where the outputs of ``photo`` go, relative to the output folder and without their endings: its path
+    below the input folder ``source`` with the extension kept in the name (``sub/photo.jpg`` →
+    ``sub/photo_jpg``), so photo.jpg, photo.png and sub/photo.jpg never share outputs."""
+    relative = photo.relative_to(source) if source.is_dir() else Path(photo.name)
+    extension = relative.suffix.removeprefix(".")
+    return relative.with_name(f"{relative.stem}_{extension}" if extension else relative.name)
+
+
+def colorize_outputs(stem: Path, samples: int) -> list[Path]:
+    """The files ``colorize`` writes for one photo: its contact sheet, then one PNG per colouring."""
+    return [stem.with_name(f"{stem.name}_contact.png"),
+            *(stem.with_name(f"{stem.name}_sample{index}.png") for index in range(1, samples + 1))]
+
+
+def refuse_to_overwrite(files: Sequence[Path], overwrite: bool) -> None:
+    """Outputs that exist already are a one-line :class:`ConfigError` unless ``--overwrite`` was given."""
+    existing = [file for file in files if file.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{existing[0]} already exists ({len(existing)} of the {len(files)} outputs do); pass "
+                          "--overwrite to replace them or choose another --out")
 
 
 main = ColorizeTask().main

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,8 +22,8 @@ import torch
 from mnist_fixture import write_mnist_fixture
 from PIL import Image
 
-from cinn.cli import run_command
-from cinn.engine import load_checkpoint
+from cinn.cli import RunDirectory, run_command
+from cinn.engine import load_checkpoint, trained_weights
 from tasks import colorize, glow, mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +171,30 @@ def truncated_checkpoint(f: Fixtures) -> Path:
     return path
 
 
+def non_finite_checkpoint(f: Fixtures) -> Path:
+    state = torch.load(f.glow_checkpoint, weights_only=True)
+    next(iter(trained_weights(state).values())).view(-1)[0] = float("nan")
+    torch.save(state, f.tmp / "nan.pt")
+    return f.tmp / "nan.pt"
+
+
+HELD_RUN_DIRECTORIES: list[RunDirectory] = []  # locked as another live train process would hold them
+
+
+def in_use(run_dir: Path) -> Path:
+    run_directory = RunDirectory(SimpleNamespace(run_dir=str(run_dir)), resume=False, overwrite=False)
+    run_directory.create()
+    HELD_RUN_DIRECTORIES.append(run_directory)
+    return run_dir
+
+
+def colorized_already(f: Fixtures) -> list[str]:
+    photos, out = photo_folder(f.tmp / "photos", 1), f.tmp / "out"
+    out.mkdir()
+    (out / "photo_0_jpg_contact.png").write_bytes(b"an earlier contact sheet")
+    return ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", str(photos), "--out", str(out)]
+
+
 CASES = [
     # data
     Case("missing photo folder", colorize.main, lambda f: colorize_train("--data", str(f.tmp / "nowhere"))(f),
@@ -196,6 +221,8 @@ CASES = [
     Case("folder to colourise has no photos", colorize.main,
          lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", str(empty(f.tmp / "e"))],
          "contains no photos"),
+    Case("colourings exist already in the output folder", colorize.main, colorized_already,
+         "already exists (1 of the 9 outputs do); pass --overwrite"),
     Case("MNIST file with a wrong magic number", mnist.main, mnist_train(lambda t: mnist_with(t, wrong_magic)),
          "magic number"),
     Case("truncated MNIST file", mnist.main, mnist_train(lambda t: mnist_with(t, cut_images)),
@@ -219,6 +246,8 @@ CASES = [
          "train.lr must be positive"),
     Case("output directory not writable", colorize.main,  # a folder inside a file: cannot be created, even by root
          lambda f: colorize_train("--run_dir", str(f.colorize_checkpoint / "run"))(f), "cannot be written"),
+    Case("batch larger than the training set", colorize.main, colorize_train("--train.batch_size=1000"),
+         "but the training set has only"),
     Case("config file missing", colorize.main, lambda f: ["train", "--config", str(f.tmp / "none.yaml")],
          "does not exist; check the path given to --config"),
     Case("config file not YAML", colorize.main, lambda f: ["train", "--config", str(bad_yaml(f.tmp))],
@@ -232,9 +261,17 @@ CASES = [
          "checkpoint of the 'glow' task"),
     Case("checkpoint crafted to run code", glow.main, eval_checkpoint(lambda f: crafted_pickle(f.tmp)),
          "could run code, so it was not loaded"),
+    Case("checkpoint with non-finite weights", glow.main, eval_checkpoint(non_finite_checkpoint),
+         "holds non-finite weights"),
     Case("resume with a changed config", glow.main,
          lambda f: ["train", "--resume", "--run_dir", str(f.glow_checkpoint.parent), "--train.lr=0.5"],
          "differs from the checkpoint's in train.lr; undo those changes or pass --force"),
+    # run directories
+    Case("train into a folder that holds a run", glow.main,
+         lambda f: ["train", "--run_dir", str(f.glow_checkpoint.parent)],
+         "already holds a run (checkpoint.pt, metrics.csv); continue it with --resume"),
+    Case("run directory in use by another train", glow.main,
+         lambda f: glow_train("--run_dir", str(in_use(f.tmp / "busy")))(f), "is in use by another train process"),
 ]
 
 

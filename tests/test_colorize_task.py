@@ -110,7 +110,7 @@ def test_colorize_accepts_every_format_and_keeps_the_size(trained_run, tmp_path)
     assert colorize.main(["colorize", "--checkpoint", str(trained_run / "checkpoint.pt"), "--input",
                           str(tmp_path / "in"), "--samples", "2", "--temperature", "0.8", "--out", str(out)]) == 0
     for name, size in sizes.items():
-        stem = Path(name).stem
+        stem = name.replace(".", "_")
         for index in (1, 2):
             with Image.open(out / f"{stem}_sample{index}.png") as written:
                 assert written.size == size and written.mode == "RGB"
@@ -212,7 +212,7 @@ def test_the_shipped_pretrained_colouriser_loads_safely_and_colourises_a_photo(t
     folder = write_photo_folder(tmp_path / "photos", 1)
     out = tmp_path / "out"
     assert colorize.main(["colorize", "--input", str(folder), "--samples", "2", "--out", str(out)]) == 0
-    assert (out / "photo_0_sample2.png").is_file()  # no --checkpoint: the pretrained model
+    assert (out / "photo_0_png_sample2.png").is_file()  # no --checkpoint: the pretrained model
     (tmp_path / "large").mkdir()
     Image.fromarray(colour_photo(80, 96, seed=2)).save(tmp_path / "large" / "photo.png")
     assert colorize.main(["table", "--input", str(tmp_path / "large"), "--samples", "1",

@@ -18,6 +18,7 @@ which upgrades them (``python -m tasks.TASK upgrade``).
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import tempfile
@@ -44,11 +45,13 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, then a rename.
 
-    A crash or a full disk during the write leaves the previous file at ``path`` intact.
+    A crash or a full disk during the write leaves the previous file at ``path`` intact; the temporary files
+    of writes that were killed before their rename are removed first (:func:`remove_interrupted_writes`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_interrupted_writes(path)
+    handle, temporary = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save({**payload, "format": CHECKPOINT_FORMAT}, file)
@@ -58,6 +61,19 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def temporary_prefix(path: Path) -> str:
+    """How the temporary files of :func:`save_checkpoint` writing ``path`` begin: ``.NAME.``, hidden."""
+    return f".{path.name}."
+
+
+def remove_interrupted_writes(path: str | Path) -> None:
+    """Delete the temporary files that writes of ``path`` killed mid-write (``kill -9``, a power cut) left
+    beside it."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{glob.escape(temporary_prefix(path))}*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -91,6 +107,17 @@ def trained_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     if state.get("ema") is None:
         return state["model"]
     return {key.removeprefix("module."): value for key, value in state["ema"].items() if key.startswith("module.")}
+
+
+def require_finite_weights(model: nn.Module, path: str | Path) -> None:
+    """Refuse (a :class:`CheckpointError`) the trained ``model`` of the checkpoint ``path`` when any of its
+    weights is NaN or infinite."""
+    broken = [name for name, value in model.state_dict().items()
+              if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise CheckpointError(f"{path} holds non-finite weights (NaN or inf in {len(broken)} tensor(s), first "
+                              f"{broken[0]}): its training diverged; go back to an earlier checkpoint or retrain "
+                              "with a lower train.lr")
 
 
 def model_info(spec: dict[str, Any], conventions: dict[str, Any]) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class Trainer:
         >>> trainer = Trainer(model, config, tempfile.mkdtemp(), data, DequantizedImages(n_bits=5),
         ...                   task="demo", task_config={}, progress=False)
         >>> sorted(trainer.fit())[:2]  # doctest: +ELLIPSIS
-        layout ... (timed: channels_last ... s, nchw ... s per step)
+        layout ...
         ['elapsed_s', 'grad_norm']
     """
 

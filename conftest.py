@@ -1,4 +1,4 @@
-"""Settings every test shares."""
+"""Settings every test shares (tests, notebooks and doctests)."""
 
 import os
 import tempfile
