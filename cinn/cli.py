@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import math
 import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 from torch import Tensor, nn
 
@@ -69,6 +70,53 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors (a missing, unknown or out-of-range option) are one line on
+    stderr and exit code 2, like every other user error; subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; {self.prog} --help lists the options\n")
+
+
+def int_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for integers from ``low`` to ``high`` (no upper bound when None)."""
+    allowed = f">= {low}" if high is None else f"from {low} to {high}"
+
+    def in_range(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {text!r}")
+        return value
+
+    return in_range
+
+
+positive_int = int_in_range(1)
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type`` for finite numbers >= 0 (NaN and inf refused)."""
+    return _finite_float(text, lambda value: value >= 0, "a finite number >= 0")
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type`` for finite numbers > 0 (NaN and inf refused)."""
+    return _finite_float(text, lambda value: value > 0, "a finite number > 0")
+
+
+def _finite_float(text: str, accepts: Callable[[float], bool], expected: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not accepts(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+    return value
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,9 +8,11 @@ in order, from the dataclass defaults, a YAML file, and command-line overrides i
 Every value is checked against its field's type hint (``int``, ``float``, ``bool``, ``str``,
 ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``). Unknown keys and wrong
 types are :class:`ConfigError` s naming the dotted key, where the value came from, and what is expected.
-Ranges are not checked here: a dataclass may define ``validate(self) -> None``, which is called on every
-section once the config is complete. A string literal right below a field documents it (an attribute
-docstring); :func:`config_help` lists every key with its type, default and that description.
+Floats must be finite: NaN and ±inf are refused for every float field (no setting means anything by them;
+``X | None`` fields use null for "off"). Ranges are not checked here: a dataclass may define
+``validate(self) -> None``, which is called on every section once the config is complete. A string literal
+right below a field documents it (an attribute docstring); :func:`config_help` lists every key with its type,
+default and that description.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import math
 import textwrap
 import types
 import typing
@@ -340,9 +343,21 @@ def _union_members(kind: Any) -> tuple[Any, ...]:
 
 def _checked(value: Any, kind: Any, key: str, source: str, shown: Any) -> Any:
     try:
-        return _coerce(value, kind)
+        value = _coerce(value, kind)
     except _MismatchError:
         raise ConfigError(f"{key} must be {_describe(kind)}, got {shown!r} ({source})") from None
+    if _holds_non_finite(value):
+        raise ConfigError(f"{key} must be a finite number, got {shown!r} ({source}); NaN and inf are refused")
+    return value
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Whether ``value``, or an item of a list or tuple ``value``, is a NaN or infinite float."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_holds_non_finite(item) for item in value)
+    return False
 
 
 def _coerce(value: Any, kind: Any) -> Any:

@@ -71,6 +71,7 @@ from cinn.engine import (
     trained_weights,
 )
 from cinn.engine.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMAT, rebuild_model, require_finite_weights
+from cinn.engine.train_config import MAX_SEED
 from cinn.models import Flow
 from cinn.models.registry import build_from_spec
 from cinn.viz import save_grid
@@ -96,6 +97,9 @@ class ImageDataConfig:
     def validate(self) -> None:
         if not 1 <= self.n_bits <= 8:
             raise ConfigError(f"data.n_bits must be between 1 and 8, got {self.n_bits}")
+        if self.image_size < 1 or self.channels not in (1, 3):
+            raise ConfigError(f"data.image_size must be positive and data.channels 1 or 3, got {self.image_size} "
+                              f"and {self.channels}")
 
 
 @dataclass
@@ -379,8 +383,8 @@ class Task(ABC, Generic[C]):
     # ------------------------------------------------------------------ command line
     def parser(self) -> argparse.ArgumentParser:
         """The task's command line: the kernel's commands, then the task's own."""
-        root = argparse.ArgumentParser(prog=f"python -m tasks.{self.name}", description=self.description,
-                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+        root = cli.OneLineArgumentParser(prog=f"python -m tasks.{self.name}", description=self.description,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
         commands = root.add_subparsers(dest="command", required=True)
         train = commands.add_parser("train", help="train a model (config overrides: --section.key=value)",
                                     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -394,8 +398,9 @@ class Task(ABC, Generic[C]):
         check = commands.add_parser("check", help="is the trained model still invertible on held-out data?")
         for command, limit in ((evaluate, None), (check, self.check_limit)):
             command.add_argument(self.data_option[0], dest="data", help=self.data_option[1])
-            command.add_argument("--batch-size", type=int, default=self.eval_batch_size)
-            command.add_argument("--limit", type=int, default=limit, help="use only the first N held-out images")
+            command.add_argument("--batch-size", type=cli.positive_int, default=self.eval_batch_size)
+            command.add_argument("--limit", type=cli.positive_int, default=limit,
+                                 help="use only the first N held-out images")
         self.add_eval_arguments(evaluate)
         upgrade = commands.add_parser("upgrade", help="rewrite a checkpoint of an earlier cinn in the current "
                                                       "format")
@@ -406,8 +411,10 @@ class Task(ABC, Generic[C]):
         opening = [evaluate, check, upgrade, export]
         if type(self).sample_images is not Task.sample_images:
             sample = commands.add_parser("sample", help="grids of samples at one or more temperatures")
-            sample.add_argument("--n", type=int, default=self.sample_count, help=self.sample_count_help)
-            sample.add_argument("--temperatures", type=float, nargs="+", default=list(self.sample_temperatures))
+            sample.add_argument("--n", type=cli.positive_int, default=self.sample_count,
+                                help=self.sample_count_help)
+            sample.add_argument("--temperatures", type=cli.non_negative_float, nargs="+",
+                                default=list(self.sample_temperatures))
             sample.add_argument("--out", type=Path, help="output folder or .png file (default: samples/ of the "
                                                          "run)")
             opening.append(sample)
@@ -424,13 +431,14 @@ class Task(ABC, Generic[C]):
                                      help="a checkpoint of this task (default: the pretrained model shipped with "
                                           "cinn)")
             command.add_argument("--device", default="auto")
-            command.add_argument("--seed", type=int, default=0)
+            command.add_argument("--seed", type=cli.int_in_range(0, MAX_SEED), default=0)
         if self.benchmarks:
             bench = commands.add_parser("bench", help="training and sampling img/s, peak memory, GFLOP/s")
             bench.add_argument("--config", type=Path)
-            bench.add_argument("--steps", type=int, default=10)
-            bench.add_argument("--shape", type=int, nargs=3, help="input shape C H W (default: the dataset's)")
-            bench.add_argument("--sample-batch", type=int, default=64)
+            bench.add_argument("--steps", type=cli.positive_int, default=10)
+            bench.add_argument("--shape", type=cli.positive_int, nargs=3,
+                               help="input shape C H W (default: the dataset's)")
+            bench.add_argument("--sample-batch", type=cli.positive_int, default=64)
             bench.add_argument("--record", type=Path, metavar="FILE", help="append the result to FILE (Markdown)")
         return root
 

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import functional as TF
 from torchvision.utils import make_grid
 
+from cinn.cli import int_in_range, non_negative_float, positive_int
 from cinn.colorization import (
     PRETRAINED_COLORIZER,
     Colorizer,
@@ -64,6 +65,8 @@ from cinn.viz import save_grid, save_image_table
 
 TABLE_PHOTOS, TABLE_SAMPLES = 4, 6  # held-out photos and colourings shown in the figures of a run
 CONTACT_HEIGHT = 256  # pixels of each picture on a contact sheet
+MAX_SAMPLES = 64  # colourings of one photo, all drawn in one batch: memory grows with their number
+SAMPLES_LIMIT = f"1 to {MAX_SAMPLES}, drawn in one batch, so memory grows with their number"
 
 
 @dataclass
@@ -130,6 +133,12 @@ class EvalConfig:
     """colourings per photo: best-of-N RMSE and diversity"""
     temperature: float = 0.8
     """sampling temperature of eval and figures"""
+
+    def validate(self) -> None:
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            raise ConfigError(f"eval.samples must be from 1 to {MAX_SAMPLES}, got {self.samples}")
+        if self.temperature < 0:
+            raise ConfigError(f"eval.temperature must not be negative, got {self.temperature}")
 
 
 @dataclass
@@ -250,11 +259,13 @@ class ColorizeTask(Task[ColorizeConfig]):
         print(f"held-out colourisations: {path}; learning curve: {trainer.run_dir / 'learning_curve.png'}")
 
     def add_eval_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--samples", type=int, help="colourings per photo, best-of-N (default: eval.samples)")
-        parser.add_argument("--temperature", type=float, help="sampling temperature (default: eval.temperature)")
+        parser.add_argument("--samples", type=int_in_range(1, MAX_SAMPLES),
+                            help=f"colourings per photo for best-of-N, {SAMPLES_LIMIT} (default: eval.samples)")
+        parser.add_argument("--temperature", type=non_negative_float,
+                            help="sampling temperature (default: eval.temperature)")
 
     def report(self, run: TrainedRun[ColorizeConfig], eval_set, args) -> None:
-        samples = args.samples or run.config.eval.samples
+        samples = run.config.eval.samples if args.samples is None else args.samples
         temperature = run.config.eval.temperature if args.temperature is None else args.temperature
         metrics = sample_metrics(run.model, eval_set, ab_downsample=run.conventions["ab_downsample"],
                                  n_samples=samples, temperature=temperature, seed=args.seed, device=run.device)
@@ -270,8 +281,12 @@ class ColorizeTask(Task[ColorizeConfig]):
     def commands(self) -> list[Command]:
         def arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--input", type=Path, required=True, help="a photo or a folder of photos")
-            parser.add_argument("--samples", type=int, default=8)
-            parser.add_argument("--temperature", type=float, default=0.8)
+            parser.add_argument("--samples", type=int_in_range(1, MAX_SAMPLES), default=8,
+                                help=f"colourings per photo, {SAMPLES_LIMIT}; for more, run again with another "
+                                     "--seed")
+            parser.add_argument("--temperature", type=non_negative_float, default=0.8,
+                                help="sampling temperature, at least 0 (0: every colouring the same, from the "
+                                     "mode of the latent)")
             parser.add_argument("--out", type=Path, default=Path("colorized"),
                                 help="output folder: NAME_EXT_sample1.png ... and NAME_EXT_contact.png per "
                                      "photo (sub/photo.jpg of a folder gives sub/photo_jpg_sample1.png, ...)")
@@ -280,9 +295,10 @@ class ColorizeTask(Task[ColorizeConfig]):
 
         def table_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--input", type=Path, required=True, help="a folder of colour photos")
-            parser.add_argument("--photos", type=int, default=10, help="rows: the first N photos")
-            parser.add_argument("--samples", type=int, default=TABLE_SAMPLES, help="colourings per temperature")
-            parser.add_argument("--temperatures", type=float, nargs="+", default=[0.8])
+            parser.add_argument("--photos", type=positive_int, default=10, help="rows: the first N photos")
+            parser.add_argument("--samples", type=int_in_range(1, MAX_SAMPLES), default=TABLE_SAMPLES,
+                                help=f"colourings per temperature, {SAMPLES_LIMIT}")
+            parser.add_argument("--temperatures", type=non_negative_float, nargs="+", default=[0.8])
             parser.add_argument("--out", type=Path, default=Path("colorized/table.png"))
 
         return [Command("colorize", "colourise a photo or a folder of photos", self.colorize, arguments),

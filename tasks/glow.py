@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from cinn.cli import int_in_range, positive_int
 from cinn.config import ConfigError
 from cinn.data import load_dataset
 from cinn.engine import DequantizedImages, TrainConfig, resolve_device
@@ -53,6 +54,10 @@ class ModelConfig:
     """condition the priors on the image's class (needs a labelled dataset)"""
     channels_last: bool | None = None
     """memory layout: true NHWC, false NCHW, null timed on this machine when training starts (cached)"""
+
+    def validate(self) -> None:
+        if self.n_levels < 1 or self.steps_per_level < 1 or self.hidden_channels < 1:
+            raise ConfigError("model.n_levels, model.steps_per_level and model.hidden_channels must be positive")
 
 
 @dataclass
@@ -111,8 +116,9 @@ class GlowTask(Task[GlowConfig]):
     def commands(self) -> list[Command]:
         def arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--data-root", dest="data", help="where the data lives, if not where it was")
-            parser.add_argument("--pairs", type=int, default=4)
-            parser.add_argument("--steps", type=int, default=8)
+            parser.add_argument("--pairs", type=positive_int, default=4, help="interpolations (rows)")
+            parser.add_argument("--steps", type=int_in_range(2), default=8, help="images per interpolation, ends "
+                                                                                  "included")
             parser.add_argument("--out", type=Path, help="output PNG (default: next to the checkpoint)")
 
         return [Command("interpolate", "latent interpolations between encoded test images", self.interpolate,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from cinn.classifier import cached_classifier, class_consistency
+from cinn.cli import int_in_range, positive_float, positive_int
 from cinn.config import ConfigError
 from cinn.data import collate_images, load_labelled_dataset
 from cinn.engine import DequantizedImages, GaussianNoiseImages, Objective, TrainConfig, resolve_device
@@ -50,6 +51,8 @@ class DataConfig(ImageDataConfig):
         super().validate()
         if self.gaussian_std <= 0:
             raise ConfigError(f"data.gaussian_std must be positive, got {self.gaussian_std}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"data.test_fraction must lie strictly between 0 and 1, got {self.test_fraction}")
 
 
 @dataclass
@@ -67,6 +70,11 @@ class ModelConfig(CinnModelConfig):
     permutation: Literal["shuffle", "orthogonal"] = "shuffle"
     """fc: a hard shuffle (the paper) or orthogonal mixing (robust to outliers, slower to learn)"""
 
+    def validate(self) -> None:
+        super().validate()
+        if self.n_blocks < 1 or self.hidden_features < 1:
+            raise ConfigError("model.n_blocks and model.hidden_features must be positive")
+
 
 @dataclass
 class EvalConfig:
@@ -76,6 +84,12 @@ class EvalConfig:
     """samples per label judged by the classifier (class consistency)"""
     classifier_epochs: int = 3
     """epochs of the judging classifier (trained on the training split, cached in the run)"""
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"eval.temperature must not be negative, got {self.temperature}")
+        if self.samples_per_class < 1 or self.classifier_epochs < 1:
+            raise ConfigError("eval.samples_per_class and eval.classifier_epochs must be positive")
 
 
 @dataclass
@@ -165,16 +179,17 @@ class ClassConditionalTask(Task[MnistConfig]):
     def commands(self) -> list[Command]:
         def transfer_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--data-root", dest="data", help="where the data lives, if not where it was")
-            parser.add_argument("--n", type=int, default=8, help="test images to transfer")
+            parser.add_argument("--n", type=positive_int, default=8, help="test images to transfer")
             parser.add_argument("--out", type=Path, help="output PNG (default: in the run directory)")
 
         def pca_arguments(parser: argparse.ArgumentParser) -> None:
             transfer_arguments(parser)
-            parser.add_argument("--label", type=int, help="one class (default: all)")
-            parser.add_argument("--axes", type=int, default=6, help="top axes to show")
-            parser.add_argument("--steps", type=int, default=9, help="images per axis")
-            parser.add_argument("--range", type=float, default=2.5, help="walk from -range to +range std")
-            parser.add_argument("--images", type=int, default=5000, help="held-out images to fit the PCA on")
+            parser.add_argument("--label", type=int_in_range(0), help="one class (default: all)")
+            parser.add_argument("--axes", type=positive_int, default=6, help="top axes to show")
+            parser.add_argument("--steps", type=positive_int, default=9, help="images per axis")
+            parser.add_argument("--range", type=positive_float, default=2.5, help="walk from -range to +range std")
+            parser.add_argument("--images", type=int_in_range(2), default=5000,
+                                help="held-out images to fit the PCA on (at least 2)")
 
         return [Command("transfer", "style transfer: test images re-decoded under every label", self.transfer,
                         transfer_arguments),
@@ -201,6 +216,9 @@ class ClassConditionalTask(Task[MnistConfig]):
     def pca(self, args: argparse.Namespace) -> None:
         run = self.open(args.checkpoint, resolve_device(args.device))
         model, n_classes = run.model, run.conventions["n_classes"]
+        if args.label is not None and args.label >= n_classes:
+            raise ConfigError(f"--label {args.label} is not a class of this model; its labels are 0 to "
+                              f"{n_classes - 1}")
         test_set, _ = self.eval_data(run.config, args.data)
         count = min(args.images, len(test_set))
         with torch.no_grad():

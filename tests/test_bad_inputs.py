@@ -156,6 +156,11 @@ def too_small(path: Path) -> Path:
     return path
 
 
+def opening(command: str, checkpoint: str, *args: str) -> Callable[[Fixtures], list[str]]:
+    """``command --checkpoint CK ARGS`` with the fixtures' checkpoint ``checkpoint`` (``colorize`` or ``glow``)."""
+    return lambda f: [command, "--checkpoint", str(getattr(f, f"{checkpoint}_checkpoint")), *args]
+
+
 def eval_checkpoint(checkpoint: Callable[[Fixtures], Path]) -> Callable[[Fixtures], list[str]]:
     return lambda f: ["eval", "--checkpoint", str(checkpoint(f))]
 
@@ -244,6 +249,22 @@ CASES = [
          "train.batch_size must be positive"),
     Case("negative learning rate", mnist.main, mnist_train(None, "--train.lr=-0.001"),
          "train.lr must be positive"),
+    Case("learning rate NaN", mnist.main, mnist_train(None, "--train.lr=nan"),
+         "train.lr must be a finite number, got 'nan'"),
+    Case("infinite clamp", colorize.main, colorize_train("--model.clamp=inf"),
+         "model.clamp must be a finite number, got 'inf'"),
+    Case("infinite weight decay", glow.main, glow_train("--train.weight_decay=.inf"),
+         "train.weight_decay must be a finite number"),
+    Case("negative gradient clip", colorize.main, colorize_train("--train.grad_clip=-1"),
+         "train.grad_clip must not be negative"),
+    Case("evaluations of no held-out images", colorize.main,
+         colorize_train("--train.eval_every=2", "--train.eval_images=0"),
+         "train.eval_images must be positive when train.eval_every is set"),
+    Case("negative interval of a periodic task", glow.main, glow_train("--train.sample_every=-1"),
+         "train.sample_every must not be negative"),
+    Case("seed out of range", glow.main, glow_train("--train.seed=-1"), "train.seed must be from 0 to 2**63 - 1"),
+    Case("more colourings per photo in eval than the limit", colorize.main, colorize_train("--eval.samples=100"),
+         "eval.samples must be from 1 to 64"),
     Case("output directory not writable", colorize.main,  # a folder inside a file: cannot be created, even by root
          lambda f: colorize_train("--run_dir", str(f.colorize_checkpoint / "run"))(f), "cannot be written"),
     Case("batch larger than the training set", colorize.main, colorize_train("--train.batch_size=1000"),
@@ -252,6 +273,41 @@ CASES = [
          "does not exist; check the path given to --config"),
     Case("config file not YAML", colorize.main, lambda f: ["train", "--config", str(bad_yaml(f.tmp))],
          "is not valid YAML"),
+    # command options
+    Case("zero samples to draw", glow.main, opening("sample", "glow", "--n", "0"),
+         "argument --n: must be an integer >= 1, got '0'"),
+    Case("zero colourings per photo", colorize.main, opening("eval", "colorize", "--samples", "0"),
+         "argument --samples: must be an integer from 1 to 64, got '0'"),
+    Case("negative colourings per photo", colorize.main,
+         opening("colorize", "colorize", "--input", "photo.jpg", "--samples", "-1"),
+         "argument --samples: must be an integer from 1 to 64, got '-1'"),
+    Case("more colourings per photo than the limit", colorize.main,
+         opening("colorize", "colorize", "--input", "photo.jpg", "--samples", "100"),
+         "argument --samples: must be an integer from 1 to 64, got '100'"),
+    Case("zero evaluation batch size", colorize.main, opening("eval", "colorize", "--batch-size", "0"),
+         "argument --batch-size: must be an integer >= 1, got '0'"),
+    Case("zero held-out image limit", glow.main, opening("check", "glow", "--limit", "0"),
+         "argument --limit: must be an integer >= 1, got '0'"),
+    Case("option value not a number", glow.main, opening("sample", "glow", "--n", "ten"),
+         "argument --n: must be an integer >= 1, got 'ten'"),
+    Case("NaN sampling temperature", colorize.main,
+         opening("colorize", "colorize", "--input", "photo.jpg", "--temperature", "nan"),
+         "argument --temperature: must be a finite number >= 0, got 'nan'"),
+    Case("infinite sampling temperature", glow.main, opening("sample", "glow", "--temperatures", "0.7", "inf"),
+         "argument --temperatures: must be a finite number >= 0, got 'inf'"),
+    Case("negative sampling temperature", colorize.main, opening("eval", "colorize", "--temperature", "-1"),
+         "argument --temperature: must be a finite number >= 0, got '-1'"),
+    Case("zero benchmark steps", glow.main, lambda f: ["bench", "--config", GLOW_TINY, "--steps", "0"],
+         "argument --steps: must be an integer >= 1, got '0'"),
+    Case("interpolation of one step", glow.main, opening("interpolate", "glow", "--steps", "1"),
+         "argument --steps: must be an integer >= 2, got '1'"),
+    Case("negative PCA label", mnist.main,
+         lambda f: ["pca", "--checkpoint", str(f.tmp / "none.pt"), "--label", "-1"],
+         "argument --label: must be an integer >= 0, got '-1'"),
+    Case("seed option out of range", glow.main, opening("sample", "glow", "--seed", "-5"),
+         "argument --seed: must be an integer from 0 to 9223372036854775807, got '-5'"),
+    Case("required option missing", colorize.main, opening("colorize", "colorize"),
+         "the following arguments are required: --input"),
     # checkpoints
     Case("checkpoint missing", colorize.main, eval_checkpoint(lambda f: f.tmp / "none.pt"),
          "does not exist; pass the checkpoint.pt of a run directory"),

@@ -214,6 +214,25 @@ def test_wrong_type_in_yaml_names_key_and_file(tmp_path, text, expected):
         load_config(ExperimentConfig, path)
 
 
+@pytest.mark.parametrize("text", ["nan", "NaN", ".nan", "inf", "-inf", ".inf", "-.inf", "1e999"])
+def test_non_finite_floats_are_refused_on_the_command_line(text):
+    expected = f"train.lr must be a finite number, got '{text}' (command line)"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(ExperimentConfig, overrides=[f"--train.lr={text}"])
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", "1e999"])
+def test_non_finite_floats_are_refused_in_yaml_and_in_optional_fields(tmp_path, text):
+    path = write(tmp_path, f"train:\n  ema_decay: {text}\n")
+    with pytest.raises(ConfigError, match=r"train\.ema_decay must be a finite number"):
+        load_config(ExperimentConfig, path)
+
+
+def test_non_finite_floats_are_refused_in_dicts():
+    with pytest.raises(ConfigError, match=r"train\.lr must be a finite number, got inf \(checkpoint\)"):
+        config_from_dict(ExperimentConfig, {"train": {"lr": float("inf")}})
+
+
 def test_literal_accepts_each_option():
     assert load_config(ExperimentConfig, overrides=["--model.coupling=additive"]).model.coupling == "additive"
     assert load_config(ExperimentConfig, overrides=["--model.coupling=affine"]).model.coupling == "affine"

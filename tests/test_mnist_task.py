@@ -54,6 +54,17 @@ def test_sample_transfer_and_pca_write_their_figures(trained_run, tmp_path):
     assert (tmp_path / "pca" / "class_7.png").is_file()
 
 
+def test_pca_of_a_label_the_model_lacks_gives_one_clear_line(trained_run, tmp_path, capsys):
+    _, run_dir = trained_run
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(mnist.main, ["pca", "--checkpoint", str(run_dir / "checkpoint.pt"), "--label", "10",
+                                 "--out", str(tmp_path / "pca")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "--label 10 is not a class of this model; its labels are 0 to 9" in err
+    assert not (tmp_path / "pca").exists()
+
+
 def test_transfer_under_the_own_label_gives_back_the_input(trained_run):
     data_root, run_dir = trained_run
     task = mnist.ClassConditionalTask()

@@ -11,6 +11,9 @@ from torch import nn
 from cinn.config import ConfigError
 from cinn.models.flow import Backprop
 
+MAX_SEED = 2**63 - 1
+"""The largest seed: the seeds of steps are taken modulo it, and torch's generators take no more."""
+
 
 @dataclass
 class TrainConfig:
@@ -38,7 +41,7 @@ class TrainConfig:
     lr_decay: Literal["none", "linear", "cosine"] = "none"
     """learning-rate decay after warm-up, down to 0 at the last step"""
     grad_clip: float | None = 50.0
-    """clip the gradient's global norm to this; null: no clipping"""
+    """clip the gradient's global norm to this; null (or 0): no clipping"""
     ema_decay: float | None = None
     """keep an exponential moving average of the weights with this decay (evaluated and sampled from)"""
     init_batch_size: int = 512
@@ -88,8 +91,17 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ConfigError("train.weight_decay and train.warmup_steps must not be negative")
+        for name in ("weight_decay", "warmup_steps", "eval_every", "sample_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"train.seed must be from 0 to 2**63 - 1, got {self.seed}")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must not be negative (it would flip the gradient; null or 0: no "
+                              f"clipping), got {self.grad_clip}")
+        if self.eval_every > 0 and self.eval_images < 1:
+            raise ConfigError(f"train.eval_images must be positive when train.eval_every is set, got "
+                              f"{self.eval_images}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must lie in (0, 1), got {self.ema_decay}")
         if self.max_minutes is not None and self.max_minutes <= 0:
