@@ -11,14 +11,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from cinn.data import collate_images
-from cinn.engine.checkpoint import load_checkpoint, save_checkpoint
+from cinn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cinn.progress import track
+
+CACHE_KIND = "cinn-classifier-cache"
+"""The ``kind`` entry of the files :func:`cached_classifier` writes."""
 
 
 class ImageClassifier(nn.Module):
@@ -117,17 +121,53 @@ def cached_classifier(path: str | Path, train_set: Dataset, test_set: Dataset, n
                       epochs: int = 3, seed: int = 0, device: torch.device | str = "cpu",
                       progress: bool = True) -> tuple[ImageClassifier, float]:
     """The classifier stored at ``path`` when it was trained on this very ``train_set`` (same fingerprint,
-    classes and epochs), else a freshly trained one, saved there. Returns it and its test accuracy."""
+    classes and epochs), else a freshly trained one, saved there. Returns it and its test accuracy.
+
+    A file at ``path`` that is not a classifier cache (a model's checkpoint, say) is a :class:`CheckpointError`
+    and is left as it is: only a cache is ever replaced."""
     path = Path(path)
     key = {"fingerprint": dataset_fingerprint(train_set), "n_classes": n_classes, "epochs": epochs, "seed": seed}
     image, _ = train_set[0]
-    if path.is_file():
-        state = load_checkpoint(path, map_location=device)
-        if state.get("key") == key:
-            classifier = ImageClassifier(tuple(image.shape), n_classes).to(device)
-            classifier.load_state_dict(state["model"])
-            return classifier.eval(), state["test_accuracy"]
+    if path.exists():
+        state = load_classifier_cache(path, device)
+        cached = restored_classifier(state, key, tuple(image.shape), n_classes, device)
+        if cached is not None:
+            return cached
     classifier = train_classifier(train_set, n_classes, epochs=epochs, seed=seed, device=device, progress=progress)
     accuracy = classifier_accuracy(classifier, test_set)
-    save_checkpoint({"key": key, "model": classifier.state_dict(), "test_accuracy": accuracy}, path)
+    save_checkpoint({"kind": CACHE_KIND, "key": key, "model": classifier.state_dict(), "test_accuracy": accuracy},
+                    path)
     return classifier, accuracy
+
+
+def load_classifier_cache(path: Path, device: torch.device | str) -> dict[str, Any]:
+    """The classifier cache at ``path``; any other file there is a :class:`CheckpointError`, so that it is
+    never overwritten."""
+    state = load_checkpoint(path, map_location=device)
+    if not is_classifier_cache(state):
+        what = f"a checkpoint of the {state['task']!r} task" if "task" in state else "another cinn file"
+        raise CheckpointError(f"{path} is not a classifier cache but {what}; it was left as it is: give the "
+                              "classifier cache another path (or delete the file)")
+    return state
+
+
+def restored_classifier(state: dict[str, Any], key: dict[str, Any], image_shape: tuple[int, ...], n_classes: int,
+                        device: torch.device | str) -> tuple[ImageClassifier, float] | None:
+    """The classifier of a cache and its test accuracy, or None when the cache is of other data (another
+    ``key``) or damaged (its weights do not fit, an entry is missing), so that it is trained again."""
+    if state.get("key") != key:
+        return None
+    classifier = ImageClassifier(image_shape, n_classes).to(device)
+    try:
+        classifier.load_state_dict(state["model"])
+        return classifier.eval(), float(state["test_accuracy"])
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
+
+
+def is_classifier_cache(state: dict[str, Any]) -> bool:
+    """Whether a loaded cinn file is a classifier cache: marked as one, or, from before the mark, of the
+    entries a cache has and nothing a model's checkpoint has."""
+    if "kind" in state:
+        return state["kind"] == CACHE_KIND
+    return {"key", "model", "test_accuracy"} <= state.keys() and "task" not in state

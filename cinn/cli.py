@@ -26,7 +26,15 @@ from cinn.config import (
     save_config,
 )
 from cinn.data import DataError
-from cinn.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, remove_interrupted_writes
+from cinn.engine.checkpoint import (
+    CHECKPOINT_NAME,
+    TRAINING_ENTRIES,
+    CheckpointError,
+    load_checkpoint,
+    remove_interrupted_writes,
+    require_entries,
+    require_task,
+)
 from cinn.engine.hooks import METRICS_NAME, Hook
 from cinn.engine.trainer import NonFiniteTrainingError, Trainer
 from cinn.models.flow import Condition, Flow
@@ -141,8 +149,8 @@ def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str
         return config
     checkpoint = Path(config.run_dir) / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint)
-    if state.get("task") != task:
-        raise CheckpointError(f"{checkpoint} is a checkpoint of the '{state.get('task')}' task, not '{task}'")
+    require_task(state.get("task"), task, checkpoint)
+    require_entries(state, ("config", *TRAINING_ENTRIES), checkpoint)
     saved = config_from_dict(cls, state["config"])
     if args.config is None:
         config = apply_overrides(saved, overrides)
@@ -151,7 +159,36 @@ def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str
     if changed and not args.force:
         raise ConfigError(f"cannot resume {checkpoint}: the config differs from the checkpoint's in "
                           f"{', '.join(changed)}; undo those changes or pass --force")
+    if "train.optimizer" in changed:
+        raise ConfigError(f"cannot resume {checkpoint} with train.optimizer={config.train.optimizer}: its "
+                          f"optimiser state is {saved.train.optimizer}'s, even --force cannot carry it over; keep "
+                          f"train.optimizer={saved.train.optimizer}, or start a new run (--overwrite or another "
+                          "--run_dir)")
     return config
+
+
+def require_resumable(model: nn.Module, run_dir: str | Path) -> None:
+    """The weights of the checkpoint in ``run_dir`` must fit ``model``, the model the config describes (same
+    tensors, same shapes); a config changed (with ``--force``) to another architecture is a one-line
+    :class:`ConfigError`, before anything is written."""
+    checkpoint = Path(run_dir) / CHECKPOINT_NAME
+    found = weight_shapes(load_checkpoint(checkpoint)["model"])
+    expected = weight_shapes(model.state_dict())
+    differing = sorted(name for name in expected.keys() | found.keys()
+                       if expected.get(name) != found.get(name))
+    if differing:
+        first = differing[0]
+        raise ConfigError(f"cannot resume {checkpoint}: its weights do not fit the model of this config "
+                          f"({len(differing)} tensor(s) differ, first {first}: {found.get(first, 'absent')} in "
+                          f"the checkpoint, {expected.get(first, 'absent')} here); undo the model changes, or "
+                          "start a new run (--overwrite or another --run_dir)")
+
+
+def weight_shapes(weights: Any) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of a ``state_dict`` (nothing for what is not one)."""
+    if not isinstance(weights, dict):
+        return {}
+    return {name: tuple(value.shape) for name, value in weights.items() if isinstance(value, Tensor)}
 
 
 class RunDirectory:

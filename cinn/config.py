@@ -22,6 +22,7 @@ import dataclasses
 import inspect
 import itertools
 import math
+import reprlib
 import textwrap
 import types
 import typing
@@ -34,6 +35,14 @@ import yaml
 T = TypeVar("T")
 
 COMMAND_LINE = "command line"
+
+MAX_CONFIG_BYTES = 2**20
+"""The largest config file read: a config is a few kilobytes, so anything larger is the wrong file."""
+SHOWN_LENGTH = 80
+"""Characters of a value an error message shows at most."""
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 3, 8, 8, 8
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN.maxlong = SHOWN_LENGTH
 
 _NULLS = ("null", "none", "~")
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -268,10 +277,12 @@ def _field_type(config: Any, key: str, dotted: str, source: str) -> Any:
 
 
 def _read_yaml(path: Path) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; check the path given to --config")
+    text = _read_config_text(path)
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(text)
+    except ValueError as error:  # an int of more digits than Python converts
+        raise ConfigError(f"config file {path} holds a value YAML cannot read ({str(error)[:SHOWN_LENGTH]}); "
+                          "fix it") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -285,12 +296,42 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
     return values
 
 
+def _read_config_text(path: Path) -> str:
+    """The text of the config file ``path``: a regular file of at most :data:`MAX_CONFIG_BYTES`, UTF-8."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a file; pass a YAML file such as "
+                          "configs/glow/tiny.yaml to --config")
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; check the path given to --config")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file; pass a YAML file to --config")
+    with open(path, "rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than a config file can be ({MAX_CONFIG_BYTES // 2**20} "
+                          "MiB); pass the YAML config, not another file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not text (byte {error.start} is not UTF-8); pass a YAML "
+                          "config file") from None
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, at most about :data:`SHOWN_LENGTH` characters: a huge value (a
+    YAML alias bomb, a megabyte string) is cut, and never written out in full, not even in memory."""
+    text = _SHOWN.repr(value)
+    if len(text) <= SHOWN_LENGTH:
+        return text
+    return f"{text[:SHOWN_LENGTH]}... (cut to {SHOWN_LENGTH} characters)"
+
+
 def _merge(config: T, values: Any, prefix: str, source: str) -> T:
     """``config`` with the entries of a nested mapping checked and assigned; nested mappings fill sections."""
     section = prefix.rstrip(".")
     if not isinstance(values, Mapping):
         name = f"section '{section}'" if section else "a config"
-        raise ConfigError(f"{name} must be a mapping of keys to values, got {values!r} ({source})")
+        raise ConfigError(f"{name} must be a mapping of keys to values, got {shown(values)} ({source})")
     changes = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
@@ -298,7 +339,7 @@ def _merge(config: T, values: Any, prefix: str, source: str) -> T:
         if _is_section(kind):
             changes[key] = _merge(getattr(config, key), value, f"{dotted}.", source)
         else:
-            changes[key] = _checked(value, kind, dotted, source, shown=value)
+            changes[key] = _checked(value, kind, dotted, source, given=value)
     return dataclasses.replace(config, **changes)
 
 
@@ -316,7 +357,7 @@ def _override(config: T, parts: list[str], text: str, walked: str = "") -> T:
         raise ConfigError(f"'{dotted}' is a value, not a section, so '{dotted}.{'.'.join(rest)}' does not exist "
                           f"({COMMAND_LINE}); write --{dotted}=VALUE")
     else:
-        value = _checked(_from_text(text, kind), kind, dotted, COMMAND_LINE, shown=text)
+        value = _checked(_from_text(text, kind), kind, dotted, COMMAND_LINE, given=text)
     return dataclasses.replace(config, **{key: value})
 
 
@@ -341,13 +382,14 @@ def _union_members(kind: Any) -> tuple[Any, ...]:
     return typing.get_args(kind) if typing.get_origin(kind) in (Union, types.UnionType) else (kind,)
 
 
-def _checked(value: Any, kind: Any, key: str, source: str, shown: Any) -> Any:
+def _checked(value: Any, kind: Any, key: str, source: str, given: Any) -> Any:
     try:
         value = _coerce(value, kind)
     except _MismatchError:
-        raise ConfigError(f"{key} must be {_describe(kind)}, got {shown!r} ({source})") from None
+        raise ConfigError(f"{key} must be {_describe(kind)}, got {shown(given)} ({source})") from None
     if _holds_non_finite(value):
-        raise ConfigError(f"{key} must be a finite number, got {shown!r} ({source}); NaN and inf are refused")
+        raise ConfigError(f"{key} must be a finite number, got {shown(given)} ({source}); NaN and inf are "
+                          "refused")
     return value
 
 

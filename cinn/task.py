@@ -54,7 +54,6 @@ from cinn.bench import benchmark_training
 from cinn.config import ConfigError, config_from_dict, config_to_dict, format_config_help, load_config
 from cinn.engine import (
     BitsPerDim,
-    CheckpointError,
     Objective,
     ProcessGroup,
     Trainer,
@@ -70,13 +69,23 @@ from cinn.engine import (
     standard_hooks,
     trained_weights,
 )
-from cinn.engine.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMAT, rebuild_model, require_finite_weights
+from cinn.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    LEGACY_FORMAT,
+    rebuild_model,
+    require_entries,
+    require_finite_weights,
+    require_task,
+)
 from cinn.engine.train_config import MAX_SEED
 from cinn.models import Flow
 from cinn.models.registry import build_from_spec
 from cinn.viz import save_grid
 
 C = TypeVar("C")
+
+EXPORTED_ENTRIES = ("task", "config", "model_spec", "conventions", "cinn_version", "step")
+"""The entries of a checkpoint that ``export`` keeps, with the trained weights."""
 
 
 @dataclass
@@ -252,6 +261,7 @@ class Task(ABC, Generic[C]):
         """A checkpoint of this task with its config and trained model (EMA weights when kept); weights that
         are not finite are a :class:`CheckpointError`."""
         state = self.read_state(checkpoint, device)
+        require_entries(state, ("conventions",), checkpoint)
         config = config_from_dict(self.config_class, state["config"])
         model = rebuild_model(state, checkpoint, device)
         require_finite_weights(model, checkpoint)
@@ -260,9 +270,8 @@ class Task(ABC, Generic[C]):
     def read_state(self, checkpoint: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
         """A checkpoint of this task as a dict, files of the earlier format upgraded in memory."""
         state = load_checkpoint(checkpoint, map_location=device)
-        if state.get("task") != self.name:
-            raise CheckpointError(f"{checkpoint} is a checkpoint of the '{state.get('task')}' task, not "
-                                  f"'{self.name}'")
+        require_task(state.get("task"), self.name, checkpoint)
+        require_entries(state, ("config",), checkpoint)
         if state.get("format") == LEGACY_FORMAT:
             config = config_from_dict(self.config_class, state["config"])
             facts = self.legacy_facts(state)
@@ -289,6 +298,8 @@ class Task(ABC, Generic[C]):
         cli.check_batch_size(config.train.batch_size, len(train_set))
         eval_set, _ = self.eval_data(config, None)
         model, info = self.build_model(config, data_facts(train_set))
+        if resume:
+            cli.require_resumable(model, config.run_dir)
         run_dir = run_directory.create()
         objective = self.objective(config, train=False)
 
@@ -343,7 +354,7 @@ class Task(ABC, Generic[C]):
 
     def bench(self, args: argparse.Namespace, overrides: Sequence[str]) -> None:
         config = load_config(self.config_class, args.config, overrides)
-        device = resolve_device(config.train.device)
+        device = resolve_device(config.train.device, "train.device")
         facts = data_facts(self.train_data(config)) if args.shape is None else {"image_shape": list(args.shape),
                                                                                  "n_classes": 0}
         model, _ = self.build_model(config, facts)
@@ -370,10 +381,10 @@ class Task(ABC, Generic[C]):
         state = self.read_state(args.checkpoint)
         if args.out.resolve() == Path(args.checkpoint).resolve():
             raise ConfigError("export writes a new file; give --out another path than --checkpoint")
+        require_entries(state, EXPORTED_ENTRIES, args.checkpoint)
         weights = {key: value.float() if value.is_floating_point() else value
                    for key, value in trained_weights(state).items()}
-        exported = {key: state[key] for key in ("task", "config", "model_spec", "conventions", "cinn_version",
-                                                "step")}
+        exported = {key: state[key] for key in EXPORTED_ENTRIES}
         save_checkpoint({**exported, "model": weights, "ema": None}, args.out)
         rebuild_model(load_checkpoint(args.out), args.out)  # the exported file must rebuild its model
         size = args.out.stat().st_size / 2**20

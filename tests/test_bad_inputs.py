@@ -6,7 +6,11 @@ The cases below are also the troubleshooting table of the README; a test keeps t
 
 from __future__ import annotations
 
+import csv
+import os
+import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +27,8 @@ from mnist_fixture import write_mnist_fixture
 from PIL import Image
 
 from cinn.cli import RunDirectory, run_command
-from cinn.engine import load_checkpoint, trained_weights
+from cinn.config import ConfigError
+from cinn.engine import load_checkpoint, resolve_device, trained_weights
 from tasks import colorize, glow, mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +65,7 @@ class Fixtures:
     mnist_root: Path
     colorize_checkpoint: Path
     glow_checkpoint: Path
+    mnist_checkpoint: Path
 
 
 @dataclass
@@ -183,6 +189,84 @@ def non_finite_checkpoint(f: Fixtures) -> Path:
     return f.tmp / "nan.pt"
 
 
+def copied_run(f: Fixtures, checkpoint: str = "glow") -> Path:
+    """A copy of the fixtures' run of ``checkpoint`` (``glow`` or ``mnist``), to change or train on."""
+    copy = f.tmp / f"{checkpoint}_copy"
+    shutil.copytree(getattr(f, f"{checkpoint}_checkpoint").parent, copy)
+    return copy
+
+
+def without_entry(f: Fixtures, entry: str) -> Path:
+    """The run directory of a copy of the fixtures' Glow run whose checkpoint lacks ``entry``."""
+    run_dir = copied_run(f)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    del state[entry]
+    torch.save(state, run_dir / "checkpoint.pt")
+    return run_dir
+
+
+def other_architecture(f: Fixtures) -> Path:
+    """A copy of the Glow checkpoint whose model spec asks for wider couplings than its weights have."""
+    state = torch.load(f.glow_checkpoint, weights_only=True)
+    state["model_spec"]["arguments"]["hidden_channels"] *= 2
+    torch.save(state, f.tmp / "other.pt")
+    return f.tmp / "other.pt"
+
+
+def lacking(command: str, entry: str, *args: str) -> Callable[[Fixtures], list[str]]:
+    """``command --checkpoint CK ARGS`` with a Glow checkpoint that lacks ``entry``; ``{tmp}`` in ``args`` is the
+    test's folder."""
+    return lambda f: [command, "--checkpoint", str(without_entry(f, entry) / "checkpoint.pt"),
+                      *(arg.format(tmp=f.tmp) for arg in args)]
+
+
+def resumed_copy(*args: str) -> Callable[[Fixtures], list[str]]:
+    """``train --resume`` of a copy of the fixtures' Glow run, with ``args``."""
+    return lambda f: ["train", "--resume", "--run_dir", str(copied_run(f)), *args]
+
+
+def classifier_over_checkpoint(f: Fixtures) -> list[str]:
+    """``eval`` of a copy of the MNIST run, given its own checkpoint as the classifier cache."""
+    checkpoint = str(copied_run(f, "mnist") / "checkpoint.pt")
+    return ["eval", "--checkpoint", checkpoint, "--classifier", checkpoint]
+
+
+def plain_pickle(tmp: Path) -> Path:
+    with open(tmp / "plain.pkl", "wb") as file:
+        pickle.dump({"weights": [1.0, 2.0]}, file)
+    return tmp / "plain.pkl"
+
+
+def written(path: Path, content: bytes | str) -> Path:
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def fifo(path: Path) -> Path:
+    """A named pipe at ``path``: reading it blocks until something writes to it, here never."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as file:
+        file.truncate(size)
+    return path
+
+
+def nested_aliases(level: int) -> str:
+    """YAML of 9^(level + 1) ones in nested lists, each level nine aliases of the one below: a few hundred
+    bytes that stand for a value millions of items long."""
+    if level == 0:
+        return "&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"
+    return f"&a{level} [{nested_aliases(level - 1)}, " + ", ".join([f"*a{level - 1}"] * 8) + "]"
+
+
+def alias_bomb(tmp: Path) -> Path:
+    return written(tmp / "bomb.yaml", f"train:\n  lr: {nested_aliases(6)}\n")
+
+
 HELD_RUN_DIRECTORIES: list[RunDirectory] = []  # locked as another live train process would hold them
 
 
@@ -223,6 +307,12 @@ CASES = [
     Case("photo to colourise is corrupt", colorize.main,
          lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input",
                     str(truncated(f.tmp / "cut", "jpg") / "cut.jpg")], "cannot read image"),
+    Case("folder to colourise holds only a named pipe", colorize.main,
+         lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input",
+                    str(fifo(f.tmp / "pipes" / "photo.jpg").parent)], "contains no photos"),
+    Case("photo to colourise is a named pipe", colorize.main,
+         lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", str(fifo(f.tmp / "p.jpg"))],
+         "is not a regular file; pass a photo or a folder"),
     Case("folder to colourise has no photos", colorize.main,
          lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", str(empty(f.tmp / "e"))],
          "contains no photos"),
@@ -273,6 +363,23 @@ CASES = [
          "does not exist; check the path given to --config"),
     Case("config file not YAML", colorize.main, lambda f: ["train", "--config", str(bad_yaml(f.tmp))],
          "is not valid YAML"),
+    Case("config file is a folder", colorize.main, lambda f: ["train", "--config", str(f.tmp)],
+         "is a folder, not a file; pass a YAML file"),
+    Case("config file not text", colorize.main,
+         lambda f: ["train", "--config", str(written(f.tmp / "photo.yaml", b"\x89PNG\r\n\x1a\n\x00\xff\xfe"))],
+         "is not text (byte 0 is not UTF-8)"),
+    Case("config file larger than 1 MiB", colorize.main,
+         lambda f: ["train", "--config", str(sparse_file(f.tmp / "huge.yaml", 100 * 2**20))],
+         "is larger than a config file can be (1 MiB)"),
+    Case("config file a named pipe", colorize.main, lambda f: ["train", "--config", str(fifo(f.tmp / "c.yaml"))],
+         "is not a regular file; pass a YAML file to --config"),
+    Case("config value a YAML alias bomb", colorize.main, lambda f: ["train", "--config", str(alias_bomb(f.tmp))],
+         "train.lr must be a float, got [[[[...], [...], [...], [...], [...], [...], [...], [...], ...], [[...], "
+         "[...], ... (cut to 80 characters)"),
+    Case("unavailable training device", colorize.main, colorize_train("--train.device=cuda:64"),
+         "train.device 'cuda:64' is not available on this machine"),
+    Case("malformed training device", glow.main, glow_train("--train.device=gpu"),
+         "train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     # command options
     Case("zero samples to draw", glow.main, opening("sample", "glow", "--n", "0"),
          "argument --n: must be an integer >= 1, got '0'"),
@@ -308,11 +415,35 @@ CASES = [
          "argument --seed: must be an integer from 0 to 9223372036854775807, got '-5'"),
     Case("required option missing", colorize.main, opening("colorize", "colorize"),
          "the following arguments are required: --input"),
+    Case("required option missing", colorize.main, opening("colorize", "colorize"),
+         "the following arguments are required: --input"),
+    Case("unavailable device", colorize.main, opening("eval", "colorize", "--device", "cuda:64"),
+         "--device 'cuda:64' is not available on this machine"),
+    Case("malformed device", glow.main, opening("sample", "glow", "--device", "gpu"),
+         "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     # checkpoints
     Case("checkpoint missing", colorize.main, eval_checkpoint(lambda f: f.tmp / "none.pt"),
          "does not exist; pass the checkpoint.pt of a run directory"),
     Case("checkpoint truncated", colorize.main, eval_checkpoint(truncated_checkpoint),
          "is corrupt, truncated or not a cinn checkpoint"),
+    Case("checkpoint is a folder", glow.main, eval_checkpoint(lambda f: f.glow_checkpoint.parent),
+         "is a folder, not a file; pass"),
+    Case("checkpoint a plain pickle", glow.main, eval_checkpoint(lambda f: plain_pickle(f.tmp)),
+         "is corrupt, truncated or not a cinn checkpoint (UnpicklingError: Unsupported operand"),
+    Case("checkpoint a text file", glow.main, eval_checkpoint(lambda f: written(f.tmp / "notes.pt", "hello")),
+         "is corrupt, truncated or not a cinn checkpoint (KeyError"),
+    Case("checkpoint without its model spec", glow.main, lacking("sample", "model_spec"),
+         "lacks its 'model_spec' entry"),
+    Case("checkpoint without its config", glow.main, lacking("upgrade", "config", "--out", "{tmp}/up.pt"),
+         "lacks its 'config' entry"),
+    Case("checkpoint without its task", glow.main, lacking("check", "task"), "does not record its task"),
+    Case("checkpoint without its step", glow.main, lacking("export", "step", "--out", "{tmp}/out.pt"),
+         "lacks its 'step' entry"),
+    Case("resumed checkpoint without its optimiser state", glow.main,
+         lambda f: ["train", "--resume", "--run_dir", str(without_entry(f, "optimizer"))],
+         "lacks its 'optimizer' entry"),
+    Case("checkpoint with weights of another architecture", glow.main, eval_checkpoint(other_architecture),
+         "describes a model that cannot be rebuilt (RuntimeError: Error(s) in loading state_dict"),
     Case("checkpoint of another task", colorize.main, eval_checkpoint(lambda f: f.glow_checkpoint),
          "checkpoint of the 'glow' task"),
     Case("checkpoint crafted to run code", glow.main, eval_checkpoint(lambda f: crafted_pickle(f.tmp)),
@@ -322,6 +453,13 @@ CASES = [
     Case("resume with a changed config", glow.main,
          lambda f: ["train", "--resume", "--run_dir", str(f.glow_checkpoint.parent), "--train.lr=0.5"],
          "differs from the checkpoint's in train.lr; undo those changes or pass --force"),
+    Case("resume with --force and another architecture", glow.main,
+         resumed_copy("--force", "--model.hidden_channels=16"), "its weights do not fit the model of this config"),
+    Case("resume with --force and another optimiser", glow.main, resumed_copy("--force", "--train.optimizer=adam"),
+         "its optimiser state is adamax's, even --force cannot carry it over"),
+    Case("classifier cache path holds a model's checkpoint", mnist.main,
+         classifier_over_checkpoint,
+         "is not a classifier cache but a checkpoint of the 'mnist' task; it was left as it is"),
     # run directories
     Case("train into a folder that holds a run", glow.main,
          lambda f: ["train", "--run_dir", str(f.glow_checkpoint.parent)],
@@ -332,14 +470,17 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(MNIST-format data root, tiny colourisation checkpoint, tiny Glow checkpoint)."""
+def trained(tmp_path_factory) -> tuple[Path, Path, Path, Path]:
+    """(MNIST-format data root, tiny colourisation, Glow and class-conditional checkpoints)."""
     mnist_root = write_mnist_fixture(tmp_path_factory.mktemp("mnist"), n_train=96, n_test=32)
     colorize_run, glow_run = tmp_path_factory.mktemp("colorize"), tmp_path_factory.mktemp("glow")
+    mnist_run = tmp_path_factory.mktemp("mnist_run")
     assert colorize.main(["train", "--config", COLORIZE_TINY, "--run_dir", str(colorize_run)]) == 0
     assert glow.main(["train", "--config", GLOW_TINY, "--data.dataset", "mnist", "--data.root", str(mnist_root),
                       "--run_dir", str(glow_run)]) == 0
-    return mnist_root, colorize_run / "checkpoint.pt", glow_run / "checkpoint.pt"
+    assert mnist.main(["train", "--config", MNIST_TINY, "--data.root", str(mnist_root),
+                       "--run_dir", str(mnist_run)]) == 0
+    return mnist_root, colorize_run / "checkpoint.pt", glow_run / "checkpoint.pt", mnist_run / "checkpoint.pt"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
@@ -361,6 +502,33 @@ def test_every_case_is_in_the_troubleshooting_table():
     table = page[page.index("## Mistakes in the input"):]
     for case in CASES:
         assert re.search(rf"\| {re.escape(case.name)} \|.*{re.escape(case.message)}", table), case.name
+
+
+def test_a_refused_resume_writes_nothing(trained, tmp_path):
+    run_dir = copied_run(Fixtures(tmp_path, *trained))
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
+    with pytest.raises(SystemExit):
+        run_command(glow.main, ["train", "--resume", "--force", "--run_dir", str(run_dir), "--model.n_levels=1"])
+    assert {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()} == before
+
+
+def test_cuda_on_a_machine_without_it_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="--device 'cuda' is not available on this machine"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("damage", [b"step,train_bpd\n2,1.5\nsix,1.0\n\n4,oops,1,2,3,4,5,6,7,8,9\n",
+                                    bytes(range(256)) * 4], ids=["rows without a step", "binary"])
+def test_a_damaged_metrics_file_is_rewritten_on_resume(trained, tmp_path, capsys, damage):
+    run_dir = copied_run(Fixtures(tmp_path, *trained))
+    (run_dir / "metrics.csv").write_bytes(damage)
+    assert glow.main(["train", "--resume", "--run_dir", str(run_dir), "--train.steps=8"]) == 0
+    assert "warning: " in capsys.readouterr().out
+    with open(run_dir / "metrics.csv", newline="") as file:
+        steps = [int(row["step"]) for row in csv.DictReader(file)]
+    assert steps[-1] == 8 and steps == sorted(steps)
 
 
 # ------------------------------------------------------------------------------------------ during training

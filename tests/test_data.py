@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
+from cinn.colorization import photo_paths
 from cinn.data import (
+    ClassFolderDataset,
     DataError,
     ImageFolderDataset,
     TensorImageDataset,
@@ -375,3 +378,17 @@ def test_split_is_seeded_disjoint_and_leaves_global_rng_alone():
         split_dataset(data, 1.0, seed=0)
     with pytest.raises(DataError, match="too small"):
         split_dataset(Subset(data, [0]), 0.5, seed=0)
+
+
+def test_folder_listings_skip_named_pipes(tmp_path):
+    """A FIFO named like a photo is not opened (its reading would block forever): every listing of a folder of
+    photos takes regular files only."""
+    for label in ("cats", "dogs"):
+        (tmp_path / label).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / label / "photo.png")
+        os.mkfifo(tmp_path / label / "pipe.png")
+    photos = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("photo.png"))
+    assert [str(path.relative_to(tmp_path)) for path in photo_paths(tmp_path)] == photos
+    assert [str(path.relative_to(tmp_path)) for path in ImageFolderDataset(tmp_path, 8).paths] == photos
+    classes = ClassFolderDataset(tmp_path, 8)
+    assert len(classes) == 2 and classes[1][0].shape == (3, 8, 8)

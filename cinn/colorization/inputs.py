@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cinn.data import IMAGE_EXTENSIONS, DataError, TensorImageDataset
+from cinn.data import IMAGE_EXTENSIONS, DataError, TensorImageDataset, is_image_file
 
 
 def photo_paths(source: Path) -> list[Path]:
@@ -16,12 +16,14 @@ def photo_paths(source: Path) -> list[Path]:
         [PosixPath('holiday/beach.jpg'), PosixPath('holiday/hills.png')]
     """
     if source.is_dir():
-        paths = sorted(path for path in source.rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS)
+        paths = sorted(path for path in source.rglob("*") if is_image_file(path))
         if not paths:
             raise DataError(f"folder {source} contains no photos ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         return paths
     if not source.exists():
         raise DataError(f"input {source} does not exist; pass a photo or a folder of photos")
+    if not source.is_file():
+        raise DataError(f"input {source} is not a regular file; pass a photo or a folder of photos")
     return [source]
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from cinn.color import AB_SCALE, L_CENTER, L_SCALE
 from cinn.colorization.colorizer import Colorizer, ColorModel
-from cinn.engine.checkpoint import CheckpointError, load_trained
+from cinn.engine.checkpoint import CheckpointError, load_trained, require_task
 from cinn.models import build_cinn, build_regressor
 from cinn.models.registry import build_from_spec, model_spec
 
@@ -106,6 +106,5 @@ def load_colorizer(checkpoint: str | Path | None = None, device: torch.device | 
                                   "reinstall cinn, or pass the checkpoint of a model you trained")
         checkpoint = PRETRAINED_COLORIZER
     trained = load_trained(checkpoint, device)
-    if trained.task != "colorize":
-        raise CheckpointError(f"{checkpoint} is a checkpoint of the '{trained.task}' task, not 'colorize'")
+    require_task(trained.task, "colorize", checkpoint)
     return colorizer_for(trained.model, trained.conventions, device)

@@ -16,7 +16,7 @@ Fashion-MNIST, CIFAR-10), :mod:`~cinn.data.images` (any image file → 8-bit PIL
 
 from cinn.data.class_folder import ClassFolderDataset, load_labelled_dataset
 from cinn.data.errors import DataError
-from cinn.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from cinn.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset, is_image_file
 from cinn.data.idx import load_idx
 from cinn.data.images import fit_square, open_image
 from cinn.data.loading import load_dataset, split_dataset
@@ -37,6 +37,7 @@ __all__ = [
     "cache_in_memory",
     "collate_images",
     "fit_square",
+    "is_image_file",
     "load_cifar10",
     "load_dataset",
     "load_idx",

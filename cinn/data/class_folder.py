@@ -12,7 +12,7 @@ from torchvision.datasets import DatasetFolder
 from torchvision.transforms import functional as TF
 
 from cinn.data.errors import DataError
-from cinn.data.folder import IMAGE_EXTENSIONS
+from cinn.data.folder import is_image_file
 from cinn.data.images import fit_square, open_image
 from cinn.data.loading import load_dataset, split_dataset
 from cinn.data.named_datasets import MNIST_LIKE
@@ -38,7 +38,7 @@ class ClassFolderDataset(Dataset):
         try:
             self.folder = DatasetFolder(str(root), loader=lambda path: fit_square(open_image(path, channels),
                                                                                    image_size),
-                                        extensions=tuple(IMAGE_EXTENSIONS))
+                                        is_valid_file=is_image_file)
         except FileNotFoundError as error:
             raise DataError(f"{root} holds no class sub-folders with images ({error}); put each class's images "
                             "in a sub-folder named after it") from None

@@ -16,6 +16,20 @@ from cinn.data.images import fit_square, open_image
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
 
+def is_image_file(path: Path | str) -> bool:
+    """Whether a file listed in a folder is one of its images: a regular file (a FIFO, socket or device, whose
+    reading could block forever, is not) with one of the ``IMAGE_EXTENSIONS`` (any case).
+
+    Example:
+        >>> import os, tempfile
+        >>> folder = Path(tempfile.mkdtemp()); _ = (folder / "a.PNG").write_bytes(b""); os.mkfifo(folder / "b.png")
+        >>> is_image_file(folder / "a.PNG"), is_image_file(folder / "b.png"), is_image_file(folder / "c.png")
+        (True, False, False)
+    """
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
 class ImageFolderDataset(Dataset):
     """Every image below a folder, resized and cropped to ``image_size × image_size``, unlabelled.
 
@@ -50,8 +64,8 @@ class ImageFolderDataset(Dataset):
             raise DataError(f"image folder {root} does not exist; check the path")
         if not root.is_dir():
             raise DataError(f"{root} is a file, not a folder of images; pass the folder that contains the images")
-        self.paths = sorted((file for file in root.rglob("*") if file.suffix.lower() in IMAGE_EXTENSIONS
-                             and file.is_file()), key=lambda file: file.relative_to(root).as_posix())
+        self.paths = sorted((file for file in root.rglob("*") if is_image_file(file)),
+                            key=lambda file: file.relative_to(root).as_posix())
         if not self.paths:
             raise DataError(f"image folder {root} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                             "add images or pass another folder")

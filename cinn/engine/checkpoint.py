@@ -22,7 +22,6 @@ import glob
 import os
 import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ from cinn.models.registry import build_from_spec
 CHECKPOINT_FORMAT = "cinn-checkpoint-2"
 LEGACY_FORMAT = "cinn-checkpoint-1"
 CHECKPOINT_NAME = "checkpoint.pt"
+TRAINING_ENTRIES = ("model", "optimizer", "scheduler", "rng", "step", "elapsed_seconds")
+"""The entries of a training checkpoint that ``train --resume`` continues the run from."""
 
 
 class CheckpointError(RuntimeError):
@@ -77,26 +78,66 @@ def remove_interrupted_writes(path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``."""
+    """Load a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``; a path that
+    is not a readable cinn checkpoint is a one-line :class:`CheckpointError`."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the checkpoint.pt of a run directory")
+    require_checkpoint_file(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if "unsupported global" not in str(error).lower():
-            raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a cinn checkpoint "
-                                  f"(UnpicklingError: {str(error)[:200]})") from None
+            raise unreadable(path, error) from None
         raise CheckpointError(f"{path} holds Python objects beyond tensors and plain data, whose unpickling "
                               "could run code, so it was not loaded; cinn checkpoints never do, so this file is "
                               "not one (or was tampered with)") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as error:  # OSError: cut zip
-        reason = (str(error).strip().splitlines() or ["no details"])[0][:200]
-        raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a cinn checkpoint "
-                              f"({type(error).__name__}: {reason})") from None
+    except Exception as error:  # any other failure of torch.load on a file it cannot read: a cut zip, text, ...
+        raise unreadable(path, error) from None
     if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, LEGACY_FORMAT):
         raise CheckpointError(f"{path} is not a cinn checkpoint (expected format {CHECKPOINT_FORMAT})")
     return payload
+
+
+def require_checkpoint_file(path: Path) -> None:
+    """A ``path`` that is missing, a folder or not a regular file (a FIFO would block the read) is a
+    :class:`CheckpointError` that says which."""
+    if path.is_dir():
+        inside = path / CHECKPOINT_NAME
+        suggestion = inside if inside.is_file() else f"the {CHECKPOINT_NAME} of a run directory"
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file; pass {suggestion}")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the checkpoint.pt of a run directory")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a regular file; pass the checkpoint.pt of a run "
+                              "directory")
+
+
+def unreadable(path: Path, error: Exception) -> CheckpointError:
+    """The error for a file ``torch.load`` cannot read, with the reason in one line and without torch's advice
+    to load it with ``weights_only=False`` (which could run code)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = next((line for line in lines if "weights_only" not in line and "torch.load" not in line), "")
+    reason = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    return CheckpointError(f"checkpoint {path} is corrupt, truncated or not a cinn checkpoint ({reason[:200]})")
+
+
+def require_entries(state: dict[str, Any], names: tuple[str, ...], path: str | Path) -> None:
+    """A checkpoint ``state`` without one of the entries ``names`` is a :class:`CheckpointError` naming them."""
+    missing = [name for name in names if name not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks its {', '.join(repr(name) for name in missing)} "
+                              f"entr{'y' if len(missing) == 1 else 'ies'}: it is incomplete or was not written by "
+                              "cinn; pass the checkpoint.pt of a run directory")
+
+
+def require_task(found: Any, task: str, path: str | Path) -> None:
+    """A checkpoint whose recorded task ``found`` is not ``task`` (None: it records none) is a
+    :class:`CheckpointError`."""
+    if found is None:
+        raise CheckpointError(f"checkpoint {path} does not record its task, so it is not a checkpoint of the "
+                              f"'{task}' task; pass a checkpoint written by python -m tasks.{task} train")
+    if found != task:
+        raise CheckpointError(f"{path} is a checkpoint of the {found!r} task, not '{task}'; open it with "
+                              f"python -m tasks.{found} or pass a checkpoint of '{task}'")
 
 
 def trained_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -137,11 +178,12 @@ class TrainedModel:
 
 def rebuild_model(state: dict[str, Any], path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The trained model of a loaded checkpoint (its EMA weights when the run kept them), in eval mode."""
-    if state.get("format") == LEGACY_FORMAT or "model_spec" not in state:
+    if state.get("format") == LEGACY_FORMAT:
         task = state.get("task", "TASK")
         raise CheckpointError(f"{path} was written by an earlier cinn (format {LEGACY_FORMAT}), which does not "
                               f"describe its model; convert it once with: python -m tasks.{task} upgrade "
                               f"--checkpoint {path}")
+    require_entries(state, ("model_spec", "model"), path)
     try:
         model = build_from_spec(state["model_spec"])
         model.load_state_dict(trained_weights(state))
@@ -162,6 +204,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         (8, (1, 28, 28))
     """
     state = load_checkpoint(path, map_location=device)
+    require_entries(state, ("task",), path)
     return TrainedModel(rebuild_model(state, path, device), state["task"], dict(state.get("conventions", {})),
                         dict(state.get("config", {})))
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+
+from cinn.config import ConfigError, shown
+
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+"""The devices a command or config may name."""
 
 
 @dataclass(frozen=True)
@@ -27,17 +33,38 @@ class ProcessGroup:
         return self.world_size > 1
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; otherwise the named device."""
+def check_device_name(name: str, setting: str) -> None:
+    """A device that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` is a :class:`ConfigError` naming the
+    ``setting`` it was given to (an option such as ``--device``, or ``train.device``)."""
+    if not DEVICE_NAME.fullmatch(name):
+        raise ConfigError(f"{setting} must be auto, cpu, cuda or cuda:N, got {shown(name)}")
+
+
+def resolve_device(name: str, setting: str = "--device") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; otherwise the named device, which must be on this machine
+    (else a :class:`ConfigError` naming the ``setting``).
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    check_device_name(name, setting)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= (device.index or 0):
+            has = f"it has {count} CUDA device(s)" if count else "torch sees no CUDA device on it"
+            raise ConfigError(f"{setting} {name!r} is not available on this machine ({has}); use cpu or auto")
+    return device
 
 
 def init_process_group(device_name: str = "auto") -> ProcessGroup:
-    """Join the process group torchrun set up (gloo on CPU, nccl on GPU), or run alone."""
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPU), or run alone; ``device_name`` is
+    the ``train.device`` setting."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, "train.device")
     if world_size == 1:
         return ProcessGroup(device=device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -161,6 +161,38 @@ def standard_hooks(config: TrainConfig, *, evaluate: Callable[[nn.Module], float
     return [hook for hook in hooks if hook is not None]
 
 
+def earlier_rows(path: Path, last_step: int) -> list[dict[str, str]]:
+    """The rows of the metrics file ``path`` up to ``last_step``, in its columns, to keep on resume. Rows that
+    are not a step number and numbers (a damaged or hand-edited file) are dropped with one warning, and so is
+    a file that is not CSV at all, since the file is rewritten from the rows kept; a missing file has none."""
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", errors="replace") as file:
+            rows = [{key: row[key] for key in METRIC_COLUMNS if key in row} for row in csv.DictReader(file)]
+    except csv.Error as error:
+        print(f"warning: {path} could not be read as CSV ({error}); it is rewritten without its earlier rows")
+        return []
+    readable = [row for row in rows if is_metrics_row(row)]
+    if len(readable) < len(rows):
+        print(f"warning: {path}: {len(rows) - len(readable)} row(s) that are not a step number and numbers were "
+              "dropped; the file is rewritten from the others")
+    return [row for row in readable if int(row["step"]) <= last_step]
+
+
+def is_metrics_row(row: dict[str, str | None]) -> bool:
+    """Whether a row read from ``metrics.csv`` is one: a step number, then numbers or empty cells."""
+    return str(row.get("step")).isdigit() and all(is_number(value) for value in row.values() if value)
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class MetricsWriter:
     """Metrics to ``metrics.csv`` (each row on disk as soon as it is written, so a running job can be
     watched) and TensorBoard. On resume, rows after the checkpoint's step are dropped (they belong to the
@@ -172,10 +204,7 @@ class MetricsWriter:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / METRICS_NAME
-        kept: list[dict[str, str]] = []
-        if self.path.exists() and start_step > 0:
-            with open(self.path, newline="") as file:
-                kept = [row for row in csv.DictReader(file) if int(row["step"]) <= start_step]
+        kept = earlier_rows(self.path, start_step) if start_step > 0 else []
         self.file = open(self.path, "w", newline="")  # noqa: SIM115 (kept open for the run)
         self.csv = csv.DictWriter(self.file, fieldnames=METRIC_COLUMNS)
         self.csv.writeheader()

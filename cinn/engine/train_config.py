@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cinn.config import ConfigError
+from cinn.engine.distributed import check_device_name
 from cinn.models.flow import Backprop
 
 MAX_SEED = 2**63 - 1
@@ -108,6 +109,7 @@ class TrainConfig:
             raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
         if self.keep == "best" and self.eval_every <= 0:
             raise ConfigError("train.keep=best needs evaluations to choose from; set train.eval_every")
+        check_device_name(self.device, "train.device")
         if self.compile and self.backprop == "inversion":
             raise ConfigError("train.compile cannot trace backprop by inversion (train.backprop=inversion); "
                               "choose one")
