@@ -67,6 +67,7 @@ class InvertibilityError(RuntimeError):
 def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a task's ``main`` and turn user errors into one line on stderr and exit code 2 (a model
     that fails ``check``: exit code 1)."""
+    print_unprintable_escaped()
     try:
         sys.exit(main(argv) or 0)
     except USER_ERRORS as error:
@@ -78,6 +79,15 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def print_unprintable_escaped() -> None:
+    """Characters stdout and stderr cannot encode (a file name with bytes invalid in UTF-8, or any non-ASCII
+    name under ``PYTHONIOENCODING=ascii``) are printed as backslash escapes rather than raising
+    :class:`UnicodeEncodeError`."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -295,6 +305,35 @@ class RunStart(Hook):
 
     def on_start(self, trainer: Trainer) -> None:
         self.run_dir.start(self.config)
+
+
+def writable_file(path: Path, option: str) -> Path:
+    """``path``, the file an ``option`` writes: a folder there, or a place a file cannot be created in, is a
+    one-line :class:`ConfigError` naming the option, before anything is written."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder, not a file; pass the path of the file to write")
+    require_creatable(path.parent, path, option)
+    return path
+
+
+def writable_folder(path: Path, option: str) -> Path:
+    """``path``, the folder an ``option`` writes into: a file there, or a place a folder cannot be created in, is
+    a one-line :class:`ConfigError` naming the option, before anything is written."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a folder; pass a folder to write into")
+    require_creatable(path, path, option)
+    return path
+
+
+def require_creatable(folder: Path, target: Path, option: str) -> None:
+    """``folder`` (the place ``target`` of ``option`` goes) exists and is writable, or can be created: its nearest
+    existing ancestor is a writable folder."""
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists() or parent == parent.parent)
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {target} cannot be created: {existing} is a file, not a folder; choose "
+                          f"another {option}")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"{option} {target} cannot be written: {existing} is read-only; choose another {option}")
 
 
 def check_batch_size(batch_size: int, train_set_size: int) -> None:

@@ -344,12 +344,13 @@ class Task(ABC, Generic[C]):
     def sample(self, args: argparse.Namespace) -> None:
         run = self.open(args.checkpoint, resolve_device(args.device))
         out = Path(args.out or Path(args.checkpoint).parent / "samples")
+        single_file = out.suffix == ".png" and len(args.temperatures) == 1
+        (cli.writable_file if single_file else cli.writable_folder)(out, "--out")
         for temperature in args.temperatures:
             generator = torch.Generator(run.device).manual_seed(args.seed)
             with torch.no_grad():
                 images, nrow = self.sample_images(run.model, run.conventions, args.n, temperature, generator)
-            path = out if out.suffix == ".png" and len(args.temperatures) == 1 else \
-                out / f"temperature_{temperature:.2f}.png"
+            path = out if single_file else out / f"temperature_{temperature:.2f}.png"
             print(f"T={temperature}: {save_grid(images, path, nrow=nrow)}")
 
     def bench(self, args: argparse.Namespace, overrides: Sequence[str]) -> None:
@@ -370,6 +371,7 @@ class Task(ABC, Generic[C]):
             print(f"recorded in {args.record}")
 
     def upgrade(self, args: argparse.Namespace) -> None:
+        cli.writable_file(args.out, "--out")
         state = self.read_state(args.checkpoint)
         if args.out.resolve() == Path(args.checkpoint).resolve():
             raise ConfigError("upgrade writes a new file; give --out another path than --checkpoint")
@@ -378,6 +380,7 @@ class Task(ABC, Generic[C]):
         print(f"{args.out}: {args.checkpoint} in the current checkpoint format (cinn.load reads it)")
 
     def export(self, args: argparse.Namespace) -> None:
+        cli.writable_file(args.out, "--out")
         state = self.read_state(args.checkpoint)
         if args.out.resolve() == Path(args.checkpoint).resolve():
             raise ConfigError("export writes a new file; give --out another path than --checkpoint")

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import functional as TF
 from torchvision.utils import make_grid
 
-from cinn.cli import int_in_range, non_negative_float, positive_int
+from cinn.cli import int_in_range, non_negative_float, positive_int, writable_file, writable_folder
 from cinn.colorization import (
     PRETRAINED_COLORIZER,
     Colorizer,
@@ -306,6 +306,7 @@ class ColorizeTask(Task[ColorizeConfig]):
                                  "per photo", self.table, table_arguments)]
 
     def table(self, args: argparse.Namespace) -> None:
+        writable_file(args.out, "--out")
         run = self.open(args.checkpoint, resolve_device(args.device))
         photos, where = self.eval_data(run.config, str(args.input))
         table, titles = self.colouring_table(colorizer_for(run.model, run.conventions, run.device), photos,
@@ -313,6 +314,7 @@ class ColorizeTask(Task[ColorizeConfig]):
         print(f"{save_image_table(table, titles, args.out)}: {len(table)} of {where}")
 
     def colorize(self, args: argparse.Namespace) -> None:
+        writable_folder(args.out, "--out")
         run = self.open(args.checkpoint, resolve_device(args.device))
         colorizer = colorizer_for(run.model, run.conventions, run.device)
         paths = photo_paths(args.input)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from cinn.classifier import cached_classifier, class_consistency
-from cinn.cli import int_in_range, positive_float, positive_int
+from cinn.cli import int_in_range, positive_float, positive_int, writable_file
 from cinn.config import ConfigError
 from cinn.data import collate_images, load_labelled_dataset
 from cinn.engine import DequantizedImages, GaussianNoiseImages, Objective, TrainConfig, resolve_device
@@ -161,7 +161,10 @@ class ClassConditionalTask(Task[MnistConfig]):
 
     def report(self, run: TrainedRun[MnistConfig], eval_set, args) -> None:
         config, n_classes = run.config, run.conventions["n_classes"]
-        classifier, accuracy = cached_classifier(args.classifier or args.checkpoint.parent / "classifier.pt",
+        cache = args.classifier or args.checkpoint.parent / "classifier.pt"
+        if not cache.is_file():  # a cache there is read, never written
+            writable_file(cache, "--classifier")
+        classifier, accuracy = cached_classifier(cache,
                                                  self.split(config, train=True, root=args.data), eval_set,
                                                  n_classes, epochs=config.eval.classifier_epochs, seed=args.seed,
                                                  device=run.device)

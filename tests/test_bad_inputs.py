@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,23 @@ def too_small(path: Path) -> Path:
     return path
 
 
+def thin_strip(path: Path, width: int = 20000, height: int = 1) -> Path:
+    """A photo ``width × height`` pixels at ``path``: a few hundred bytes that a model would see as gigapixels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), (200, 90, 40)).save(path)
+    return path
+
+
+def claiming_size(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims ``width × height`` pixels (its IHDR rewritten, CRC fixed)."""
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
 def opening(command: str, checkpoint: str, *args: str) -> Callable[[Fixtures], list[str]]:
     """``command --checkpoint CK ARGS`` with the fixtures' checkpoint ``checkpoint`` (``colorize`` or ``glow``)."""
     return lambda f: [command, "--checkpoint", str(getattr(f, f"{checkpoint}_checkpoint")), *args]
@@ -301,6 +319,17 @@ CASES = [
          "training photos are greyscale"),
     Case("photo smaller than the model's input", colorize.main, colorize_on(lambda t: too_small(t / "small")),
          "smaller than the model's 16x16 input"),
+    Case("photo a thin strip", colorize.main,
+         lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input",
+                    str(thin_strip(f.tmp / "strip.png")), "--out", str(f.tmp / "out")],
+         "is 20000x1 pixels, its longer side more than 10 times its shorter side"),
+    Case("training photo a thin strip", colorize.main,
+         colorize_on(lambda t: thin_strip(photo_folder(t / "thin", 3) / "strip.png", 1, 20000).parent),
+         "is 1x20000 pixels, its longer side more than 10 times its shorter side"),
+    Case("photo with more pixels than an image may have", colorize.main,
+         lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input",
+                    str(claiming_size(f.tmp / "bomb.png", 20000, 20000)), "--out", str(f.tmp / "out")],
+         "has more than the 178956970 pixels an image may have"),
     Case("photo to colourise does not exist", colorize.main,
          lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", str(f.tmp / "no.jpg")],
          "does not exist; pass a photo or a folder"),
@@ -421,6 +450,24 @@ CASES = [
          "--device 'cuda:64' is not available on this machine"),
     Case("malformed device", glow.main, opening("sample", "glow", "--device", "gpu"),
          "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    # output paths
+    Case("output folder of colorize is a file", colorize.main,
+         lambda f: ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", "photo.jpg", "--out",
+                    str(written(f.tmp / "out.png", "a file"))],
+         "out.png is a file, not a folder; pass a folder to write into"),
+    Case("output file of export is a folder", glow.main,
+         lambda f: ["export", "--checkpoint", str(f.glow_checkpoint), "--out", str(f.tmp)],
+         "is a folder, not a file; pass the path of the file to write"),
+    Case("output file of table is a folder", colorize.main,
+         lambda f: ["table", "--checkpoint", str(f.colorize_checkpoint), "--input", "photos", "--out", str(f.tmp)],
+         "is a folder, not a file; pass the path of the file to write"),
+    Case("classifier cache path is a folder", mnist.main,
+         lambda f: ["eval", "--checkpoint", str(copied_run(f, "mnist") / "checkpoint.pt"), "--classifier",
+                    str(empty(f.tmp / "cache"))],
+         "cache is a folder, not a file; pass the path of the file to write"),
+    Case("output file inside a file", glow.main,  # cannot be created, even by root
+         lambda f: ["upgrade", "--checkpoint", str(f.glow_checkpoint), "--out", str(f.glow_checkpoint / "up.pt")],
+         "checkpoint.pt is a file, not a folder; choose another --out"),
     # checkpoints
     Case("checkpoint missing", colorize.main, eval_checkpoint(lambda f: f.tmp / "none.pt"),
          "does not exist; pass the checkpoint.pt of a run directory"),
@@ -603,3 +650,37 @@ def test_ctrl_c_sigterm_and_sighup_write_a_final_checkpoint_and_exit_cleanly(tmp
     assert process.returncode == 0, err
     stopped = int(re.search(rf"{said} at step (\d+); checkpoint written", out + err).group(1))
     assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == stopped > 0
+
+
+# ------------------------------------------------------------------------------------------ file names
+@pytest.mark.parametrize("environment", [{"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C", "PYTHONUTF8": "0"}],
+                         ids=["ascii output", "C locale"])
+def test_names_the_terminal_cannot_print_are_escaped(trained, tmp_path, environment):
+    photos = tmp_path / os.fsdecode(b"f\xc3\xa9rias_\xff")  # "férias_" and a byte invalid in UTF-8
+    photo_folder(photos, 1)
+    (photos / os.fsdecode(b"cut_\xfe.jpg")).write_bytes(b"not a photo")
+    argv = [sys.executable, "-m", "tasks.colorize", "colorize", "--checkpoint", str(trained[1]), "--samples", "1"]
+    env = {**os.environ, **environment}
+    good = subprocess.run([*argv, "--input", str(photos / "photo_0.jpg"), "--out", str(tmp_path / "good")],
+                          cwd=ROOT, capture_output=True, env=env)
+    bad = subprocess.run([*argv, "--input", str(photos), "--out", str(tmp_path / "bad")], cwd=ROOT,
+                         capture_output=True, env=env)
+    assert good.returncode == 0 and b"Traceback" not in good.stderr, good.stderr
+    assert b"rias_\\udcff/photo_0.jpg: " in good.stdout, good.stdout
+    assert bad.returncode == 2 and bad.stderr.startswith(b"error: ") and bad.stderr.count(b"\n") == 1, bad.stderr
+    assert b"cut_\\udcfe.jpg" in bad.stderr
+
+
+def test_an_output_in_a_read_only_folder_is_refused_before_anything_is_written(trained, tmp_path, monkeypatch,
+                                                                                capsys):
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes whatever the mode says; a read-only mount refuses even root
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and real_access(path, mode))
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(glow.main, ["sample", "--checkpoint", str(trained[2]), "--out", str(read_only / "samples")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert f"error: --out {read_only / 'samples'} cannot be written: {read_only} is read-only" in err
+    assert list(read_only.iterdir()) == []

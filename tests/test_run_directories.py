@@ -194,6 +194,43 @@ def test_every_command_refuses_a_checkpoint_with_non_finite_weights_with_one_lin
     assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()
 
 
+def glow_train(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
+    return command("glow", "train", "--config", GLOW_TINY, "--data.dataset", "mnist", "--data.root",
+                   str(data_root), "--run_dir", str(run_dir), *extra)
+
+
+def terminated_mid_run(argv: list[str], metrics: Path) -> subprocess.CompletedProcess:
+    """``argv`` (a ``train``) run until it has logged a few rows, then sent SIGTERM; its finished process."""
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
+def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    data_root = write_mnist_fixture(tmp_path / "mnist", n_train=96, n_test=32)
+    steps = "--train.steps=400"
+    stopped = terminated_mid_run(glow_train(tmp_path / "stopped", data_root, steps, "--train.log_every=1"),
+                                 tmp_path / "stopped" / "metrics.csv")
+    assert stopped.returncode == 0, stopped.stderr
+    stop_step = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"]
+    assert 0 < stop_step < 400
+    resumed = run(glow_train(tmp_path / "stopped", data_root, steps, "--train.log_every=1", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    uninterrupted = run(glow_train(tmp_path / "whole", data_root, steps, "--train.log_every=1"))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    expected = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    actual = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")
+    assert actual["step"] == expected["step"] == 400
+    assert expected["model"].keys() == actual["model"].keys()
+    differing = [name for name, value in expected["model"].items()
+                 if not torch.equal(value, actual["model"][name])]
+    assert not differing, f"resumed at step {stop_step}; weights differ: {differing}"
+
+
 # ------------------------------------------------------------------------------------ colorize outputs
 def test_colorize_outputs_never_collide_and_are_never_overwritten_silently(colorize_run, tmp_path):
     photos = tmp_path / "photos"

@@ -28,11 +28,19 @@ def _to_8bit(image: Image.Image, channels: int) -> Image.Image:
     return image if image.mode == target else image.convert(target)
 
 
+MAX_ASPECT_RATIO = 10
+"""The longer side of an image may be at most this many times its shorter side: the model sees an image at a fixed
+shorter side, so a thin strip (1x20000 pixels, a few hundred bytes as a PNG) would otherwise become gigapixels."""
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+"""The most pixels an image may have (~179 Mpx, PIL's decompression-bomb limit)."""
+
+
 def open_image(path: Path | str, channels: int = 3) -> Image.Image:
     """The image file at ``path``, upright (EXIF orientation applied), as 8-bit ``"RGB"`` (``channels`` 3)
     or ``"L"`` (1), from any mode PIL reads (16-bit scaled, palette and CMYK converted, alpha dropped).
 
-    Raises :class:`DataError` naming the file when it is missing, truncated or not an image.
+    Raises :class:`DataError` naming the file when it is missing, truncated or not an image, has more than
+    :data:`MAX_PIXELS` pixels or is longer than :data:`MAX_ASPECT_RATIO` times its width (checked before decoding).
 
     Example (a 16-bit grey PNG, scaled rather than clipped):
         >>> import tempfile
@@ -46,11 +54,29 @@ def open_image(path: Path | str, channels: int = 3) -> Image.Image:
         # Photos up to PIL's hard limit (~179 Mpx) are wanted here; beyond it PIL raises, and so do we.
         with warnings.catch_warnings(), Image.open(path) as opened:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            require_plausible_shape(path, *opened.size)
             return _to_8bit(ImageOps.exif_transpose(opened), channels)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist; check the path") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        raise DataError(f"image {path} has more than the {MAX_PIXELS} pixels an image may have (PIL's "
+                        "decompression-bomb limit); downscale it or remove it") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise DataError(f"cannot read image {path} ({error}); delete or replace the file") from error
+
+
+def require_plausible_shape(path: Path, width: int, height: int) -> None:
+    """An image whose longer side exceeds :data:`MAX_ASPECT_RATIO` times its shorter side is a :class:`DataError`.
+
+    Example:
+        >>> require_plausible_shape(Path("strip.png"), 20000, 1)
+        Traceback (most recent call last):
+        cinn.data.errors.DataError: image strip.png is 20000x1 pixels, its longer side more than 10 times its \
+shorter side (the most an image may have); crop it or remove it
+    """
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise DataError(f"image {path} is {width}x{height} pixels, its longer side more than {MAX_ASPECT_RATIO} "
+                        "times its shorter side (the most an image may have); crop it or remove it")
 
 
 def fit_square(image: Image.Image, size: int) -> Image.Image:
