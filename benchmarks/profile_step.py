@@ -28,7 +28,7 @@ from cinn import build_glow
 from cinn.bench import matmul_gflops
 from cinn.engine import TrainConfig, build_optimizer
 from cinn.engine.allocator import retain_freed_memory
-from cinn.engine.layout import LAYOUTS, choose_layout, layout_key
+from cinn.engine.layout import settle_by_timing
 from cinn.machine import cpu_description
 
 
@@ -61,10 +61,8 @@ def main() -> None:
     with torch.no_grad():
         model.log_prob(x)  # data-dependent ActNorm initialisation
     if device.type == "cpu":
-        choice = choose_layout(model, lambda flow: loss_of(flow).backward(),
-                               layout_key(model, tuple(x.shape), args.precision, "standard"))
-        model.use_memory_format(LAYOUTS[choice.layout])
-        layout = choice.describe()
+        layout = settle_by_timing(model, lambda flow: loss_of(flow).backward(), tuple(x.shape), args.precision,
+                                  "standard").describe()
     else:
         model.use_memory_format(torch.channels_last)
         layout = "layout channels_last"

@@ -43,7 +43,7 @@ import torch
 from cinn import build_glow
 from cinn.engine import TrainConfig, build_optimizer
 from cinn.engine.allocator import retain_freed_memory
-from cinn.engine.layout import LAYOUTS, choose_layout, layout_key
+from cinn.engine.layout import settle_by_timing
 from cinn.machine import cpu_description
 from cinn.models import Flow, with_backprop
 
@@ -86,9 +86,8 @@ def cinn_step(name: str, steps_per_level: int, x: torch.Tensor, precision: str) 
     elif not model.layout_settled:
         with torch.no_grad():
             model.log_prob(x)  # data-dependent ActNorm initialisation, as the engine does before choosing
-        key = layout_key(model, tuple(x.shape), precision, backprop)
-        choice = choose_layout(model, lambda flow: loss_of(flow).backward(), key)
-        model.use_memory_format(LAYOUTS[choice.layout])
+        choice = settle_by_timing(model, lambda flow: loss_of(flow).backward(), tuple(x.shape), precision,
+                                  backprop)
         print(f"{name}:{precision}: {choice.describe()}", flush=True)
     optimizer = build_optimizer(list(model.parameters()), TrainConfig(optimizer="adam", lr=1e-5))
     if name == "cinn-compile":

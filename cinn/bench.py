@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cinn.engine.allocator import retain_freed_memory
-from cinn.engine.layout import LAYOUTS, choose_layout, layout_key
+from cinn.engine.layout import settle_by_timing
 from cinn.likelihood import bits_per_dim
 from cinn.machine import cpu_description
 from cinn.models.flow import Backprop, Flow
@@ -140,8 +140,7 @@ def benchmark_training(model: Flow, image_shape: tuple[int, ...], *, batch_size:
                 log_prob = with_backprop(flow, backprop)(x, condition)
             bits_per_dim(-log_prob.float(), dims).mean().backward()
 
-        choice = choose_layout(model, backward, layout_key(model, tuple(x.shape), precision, backprop))
-        model.use_memory_format(LAYOUTS[choice.layout])
+        settle_by_timing(model, backward, tuple(x.shape), precision, backprop)
     trained = with_backprop(model, backprop)
     parameters = list(model.parameters())
     optimizer = (optimizer or (lambda params: torch.optim.Adamax(params, lr=1e-4)))(parameters)

@@ -99,6 +99,15 @@ def choose_layout(model: Flow, step: Callable[[Flow], None], key: str, cache: Pa
     return choice
 
 
+def settle_by_timing(model: Flow, step: Callable[[Flow], None], batch_shape: tuple[int, ...], precision: str,
+                     backprop: str) -> LayoutChoice:
+    """Put ``model`` in the layout :func:`choose_layout` picks for this batch shape, precision and backprop
+    (``step(flow)``: one forward and backward pass of ``flow`` as training runs it); returns the choice."""
+    choice = choose_layout(model, step, layout_key(model, batch_shape, precision, backprop))
+    model.use_memory_format(LAYOUTS[choice.layout])
+    return choice
+
+
 def layout_key(model: Flow, batch_shape: tuple[int, ...], precision: str, backprop: str) -> str:
     """What the choice depends on: the CPU and its vector units, threads, torch, the model's parameter shapes,
     the batch, precision and backprop."""

@@ -25,7 +25,7 @@ from cinn.engine.allocator import retain_freed_memory
 from cinn.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from cinn.engine.distributed import ProcessGroup
 from cinn.engine.hooks import Hook, MetricsLog, StepResult
-from cinn.engine.layout import LAYOUTS, choose_layout, layout_key
+from cinn.engine.layout import LAYOUTS, settle_by_timing
 from cinn.engine.objective import Objective
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor, step_seed
 from cinn.engine.train_config import TrainConfig, build_optimizer
@@ -288,9 +288,7 @@ class Trainer:
                 log_prob = with_backprop(flow, self.config.backprop)(x, c)
             self.objective.bits_per_dim(log_prob.float(), x).mean().backward()
 
-        key = layout_key(self.model, tuple(x.shape), self.config.precision, self.config.backprop)
-        choice = choose_layout(self.model, step, key)
-        self.model.use_memory_format(LAYOUTS[choice.layout])
+        choice = settle_by_timing(self.model, step, tuple(x.shape), self.config.precision, self.config.backprop)
         self._say(choice.describe())
 
     # ----------------------------------------------------------------------------------- loop
