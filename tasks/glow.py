@@ -1,10 +1,12 @@
-"""Unconditional (or class-conditional) Glow on images: train, eval, check, sample, interpolate, bench.
+"""Unconditional (or class-conditional) Glow on images: train, eval, check, sample, interpolate, manipulate, bench.
 
     python -m tasks.glow train --config configs/glow/fashion_mnist.yaml
     python -m tasks.glow eval --checkpoint runs/glow_fashion_mnist/checkpoint.pt
     python -m tasks.glow check --checkpoint runs/glow_fashion_mnist/checkpoint.pt
     python -m tasks.glow sample --checkpoint runs/glow_fashion_mnist/checkpoint.pt
     python -m tasks.glow interpolate --checkpoint runs/glow_fashion_mnist/checkpoint.pt
+    python -m tasks.glow manipulate --checkpoint runs/glow_fashion_mnist/checkpoint.pt --attribute sneaker \
+        --against "ankle boot" --scales -2,-1,0,1,2
     python -m tasks.glow bench --config configs/glow/fashion_mnist.yaml
 
 Any config field can be overridden (``train --help`` lists them): ``--train.lr=5e-4 --model.hidden_channels=128``.
@@ -14,19 +16,23 @@ Multi-process: ``torchrun --nproc_per_node=N -m tasks.glow train ...``.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
 
-from cinn.cli import int_in_range, positive_int
+from cinn.cli import int_in_range, positive_int, writable_file
 from cinn.config import ConfigError
-from cinn.data import load_dataset
-from cinn.engine import DequantizedImages, TrainConfig, resolve_device
-from cinn.latent import interpolate_latents
+from cinn.data import BinaryAttributes, DataError, dataset_attributes, load_dataset
+from cinn.engine import DequantizedImages, Objective, TrainConfig, prepared_batches, resolve_device
+from cinn.latent import attribute_direction, interpolate_latents, manipulate
 from cinn.models import build_glow
+from cinn.models.flow import Condition
 from cinn.models.registry import model_spec
 from cinn.task import Command, ImageDataConfig, Task
 from cinn.viz import save_grid
@@ -72,6 +78,53 @@ class GlowConfig:
 def class_cycle(model: nn.Module, n_classes: int, n: int, device: torch.device) -> Tensor | None:
     """Labels cycling through the ``n_classes`` classes for a class-conditional model, else None."""
     return torch.arange(n, device=device) % n_classes if model.condition_shapes else None
+
+
+MAX_SCALES = 32
+
+
+def scale_list(text: str) -> list[float]:
+    """An argparse ``type`` for 1 to ``MAX_SCALES`` comma-separated finite numbers, e.g. ``-2,-1,0,1,2``."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= MAX_SCALES or not all(math.isfinite(value) for value in values):
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_SCALES} comma-separated finite numbers such as "
+                                         f"-2,-1,0,1,2, got {text!r}")
+    return values
+
+
+def file_slug(name: str) -> str:
+    """``name`` as a piece of a file name: ``"T-shirt/top"`` → ``"t_shirt_top"``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def labelled(dataset: Dataset, name: str, checkpoint: Path) -> BinaryAttributes:
+    """The classes or attributes of a split of the run's data ``name``; none is a :class:`DataError`."""
+    attributes = dataset_attributes(dataset)
+    if attributes is None:
+        raise DataError(f"{checkpoint} was trained on {name}, which has no classes or attributes to take a "
+                        "direction from; manipulate needs a run on labelled data (mnist, fashion-mnist, cifar10 "
+                        "or celeba)")
+    return attributes
+
+
+def groups(attributes: BinaryAttributes, args: argparse.Namespace) -> tuple[Tensor, Tensor]:
+    """The masks ``(with, without)`` of ``--attribute`` (against ``--against``); a bad name is a ConfigError."""
+    try:
+        return attributes.contrast(args.attribute, args.against)
+    except ValueError as error:
+        raise ConfigError(f"--attribute/--against: {error}") from None
+
+
+def prepared_inputs(dataset: Dataset, indices: Tensor, objective: Objective, batch_size: int, seed: int,
+                    device: torch.device) -> tuple[Tensor, Condition]:
+    """Model inputs ``(x, c)`` of the items ``indices`` of ``dataset``, in that order."""
+    batches = list(prepared_batches(Subset(dataset, indices.tolist()), objective, batch_size=batch_size, seed=seed,
+                                    device=device, progress=False))
+    conditions = [c for _, c in batches]
+    return torch.cat([x for x, _ in batches]), None if conditions[0] is None else torch.cat(conditions)
 
 
 class GlowTask(Task[GlowConfig]):
@@ -121,8 +174,31 @@ class GlowTask(Task[GlowConfig]):
                                                                                   "included")
             parser.add_argument("--out", type=Path, help="output PNG (default: next to the checkpoint)")
 
+        def manipulate_arguments(parser: argparse.ArgumentParser) -> None:
+            # argparse takes "-2,-1,0" for an option (its pattern for negative numbers knows "-2" and "-.5" only);
+            # this parser has no option that looks like a number, so any token starting "-<digit>" is a value
+            parser._negative_number_matcher = re.compile(r"^-\.?\d")
+            parser.add_argument("--attribute", required=True,
+                                help="what to add: a class (name or index) or a CelebA attribute (e.g. Smiling)")
+            parser.add_argument("--against", help="contrast with this class or attribute instead of all the other "
+                                                  "images")
+            parser.add_argument("--scales", type=scale_list, default=[-2.0, -1.0, 0.0, 1.0, 2.0],
+                                help="multiples of the direction, comma-separated (columns; 0 reconstructs), "
+                                     "default -2,-1,0,1,2")
+            parser.add_argument("--images", type=positive_int, default=8,
+                                help="test images (rows), from the side without the attribute (default 8)")
+            parser.add_argument("--limit", type=positive_int, default=10_000,
+                                help="training images encoded for the direction, a random choice (default 10000)")
+            parser.add_argument("--batch-size", type=positive_int, default=256)
+            parser.add_argument("--data-root", dest="data", help="where the data lives, if not where it was")
+            parser.add_argument("--out", type=Path,
+                                help="output PNG (default: manipulation_<attribute>.png next to the checkpoint)")
+
         return [Command("interpolate", "latent interpolations between encoded test images", self.interpolate,
-                        arguments)]
+                        arguments),
+                Command("manipulate", "add or remove an attribute by moving test images along the latent "
+                        "direction mean(with) − mean(without) of the training split (Glow's Figure 6)",
+                        self.manipulate, manipulate_arguments)]
 
     def interpolate(self, args: argparse.Namespace) -> None:
         run = self.open(args.checkpoint, resolve_device(args.device))
@@ -140,6 +216,51 @@ class GlowTask(Task[GlowConfig]):
         out = save_grid(torch.cat(rows), args.out or Path(args.checkpoint).parent / "interpolation.png",
                         nrow=args.steps)
         print(f"{args.pairs} interpolations of {args.steps} steps: {out}")
+
+    def manipulate(self, args: argparse.Namespace) -> None:
+        if args.out is not None:
+            writable_file(args.out, "--out")
+        run = self.open(args.checkpoint, resolve_device(args.device))
+        dataset = run.config.data.dataset
+        train_set = self.train_data(run.config, args.data)
+        test_set, _ = self.eval_data(run.config, args.data)
+        attributes = labelled(train_set, dataset, args.checkpoint)
+        with_train, without_train = groups(attributes, args)
+        _, without_test = groups(labelled(test_set, dataset, args.checkpoint), args)
+        name = attributes.names[attributes.index(args.attribute)]
+        other = None if args.against is None else attributes.names[attributes.index(args.against)]
+        without = f"without {name!r}" if other is None else f"with {other!r}"
+
+        generator = torch.Generator().manual_seed(args.seed)
+        candidates = torch.nonzero(with_train | without_train).squeeze(1)
+        chosen = candidates[torch.randperm(len(candidates), generator=generator)[:args.limit]].sort().values
+        has = with_train[chosen]
+        for count, side in ((int(has.sum()), f"with {name!r}"), (int((~has).sum()), without)):
+            if count == 0:
+                cut = f" among the {len(chosen)} of --limit" if len(chosen) < len(candidates) else ""
+                raise ConfigError(f"{dataset} has no training image {side}{cut}, so there is no direction to "
+                                  "take; choose another --attribute or --against")
+        test_pool = torch.nonzero(without_test).squeeze(1)
+        if len(test_pool) == 0:
+            raise ConfigError(f"{dataset} has no test image {without}, so there is nothing to add {name!r} to; "
+                              "choose another --attribute or --against")
+        shown = test_pool[torch.randperm(len(test_pool), generator=generator)[:args.images]]
+        slug = file_slug(name) + ("" if other is None else f"_vs_{file_slug(other)}")
+        out = writable_file(args.out or Path(args.checkpoint).parent / f"manipulation_{slug}.png", "--out")
+
+        objective = self.objective(run.config, train=False)
+        x, c = prepared_inputs(train_set, chosen, objective, args.batch_size, args.seed, run.device)
+        found = attribute_direction(run.model, x, has.to(run.device), condition=c, batch_size=args.batch_size)
+        x, c = prepared_inputs(test_set, shown, objective, args.batch_size, args.seed, run.device)
+        images = manipulate(run.model, x, found.direction, args.scales, condition=c)
+        save_grid(images.flatten(0, 1), out, nrow=len(args.scales))
+        typical = math.sqrt(run.model.latent_dims)
+        print(f"direction {name!r} − {'the rest' if other is None else repr(other)}: norm {found.norm:.2f} (a "
+              f"standard-normal latent's is about {typical:.1f}), the mean latent of {found.count_with} training "
+              f"images with {name!r} minus that of {found.count_without} {without}")
+        scales = ", ".join(f"{scale:g}" for scale in args.scales)
+        print(f"{len(shown)} test images {without} (rows) at scales {scales} (columns; 0 reconstructs, positive "
+              f"adds {name!r}): {out}")
 
 
 main = GlowTask().main

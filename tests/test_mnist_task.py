@@ -91,7 +91,7 @@ def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data.dataset=imagenet"], "is neither a dataset name (mnist, fashion-mnist, cifar10) nor an existing"),
+    (["--data.dataset=imagenet"], "is neither a dataset name (mnist, fashion-mnist, cifar10, celeba) nor an"),
     (["--model.architecture=rnn"], "model.architecture"),
     (["--model.clamp=0"], "model.clamp must be positive"),
 ])

@@ -1,4 +1,4 @@
-"""Data sources for the tasks: MNIST-format idx files, CIFAR-10, folders of images, and a seeded split.
+"""Data sources for the tasks: MNIST-format idx files, CIFAR-10, CelebA, folders of images, and a seeded split.
 
 Every source yields ``(image, label)`` with ``image`` a ``uint8`` tensor ``(C, H, W)`` and ``label`` an
 ``int64`` scalar (0 for unlabelled folders); :func:`collate_images` batches them to ``(B, C, H, W)`` and
@@ -11,9 +11,12 @@ Modules: :mod:`~cinn.data.errors` (``DataError``), :mod:`~cinn.data.idx` (idx fi
 Fashion-MNIST, CIFAR-10), :mod:`~cinn.data.images` (any image file → 8-bit PIL image),
 :mod:`~cinn.data.photos` (scikit-image's photos), :mod:`~cinn.data.folder` (folders of images),
 :mod:`~cinn.data.loading` (a dataset by name or folder, and its split), :mod:`~cinn.data.class_folder`
-(labelled images: named datasets or one sub-folder per class).
+(labelled images: named datasets or one sub-folder per class), :mod:`~cinn.data.celeba` (CelebA's faces and
+their 40 attributes), :mod:`~cinn.data.attributes` (named binary attributes: classes or CelebA's).
 """
 
+from cinn.data.attributes import BinaryAttributes, attribute_key, dataset_attributes
+from cinn.data.celeba import CELEBA_SPLITS, CelebADataset, load_celeba
 from cinn.data.class_folder import ClassFolderDataset, load_labelled_dataset
 from cinn.data.errors import DataError
 from cinn.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset, is_image_file
@@ -26,18 +29,24 @@ from cinn.data.places import PLACES365_SPLITS, Places365Dataset, load_places365
 from cinn.data.tensor_dataset import TensorImageDataset, cache_in_memory, collate_images
 
 __all__ = [
+    "CELEBA_SPLITS",
     "IMAGE_EXTENSIONS",
     "PLACES365_SPLITS",
     "SKIMAGE_PHOTOS",
+    "BinaryAttributes",
+    "CelebADataset",
     "ClassFolderDataset",
     "DataError",
     "ImageFolderDataset",
     "Places365Dataset",
     "TensorImageDataset",
+    "attribute_key",
     "cache_in_memory",
     "collate_images",
+    "dataset_attributes",
     "fit_square",
     "is_image_file",
+    "load_celeba",
     "load_cifar10",
     "load_dataset",
     "load_idx",

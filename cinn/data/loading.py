@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
+from cinn.data.celeba import load_celeba
 from cinn.data.errors import DataError
 from cinn.data.folder import ImageFolderDataset
 from cinn.data.named_datasets import MNIST_LIKE, load_cifar10, load_mnist_like
@@ -14,12 +15,14 @@ from cinn.data.named_datasets import MNIST_LIKE, load_cifar10, load_mnist_like
 
 def load_dataset(name_or_path: str, root: str | Path | None, train: bool, image_size: int | None = None,
                  channels: int = 3) -> Dataset:
-    """The dataset a task asks for: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, or a folder of images.
+    """The dataset a task asks for: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, ``"celeba"``, or a folder of
+    images.
 
-    ``root`` is where the named datasets live (see :func:`load_mnist_like`, :func:`load_cifar10`);
-    ``image_size`` and ``channels`` apply to image folders only (the named datasets keep their own size);
-    a folder has no train/test split, so ``train`` is ignored for it (hold out images with
-    :func:`split_dataset`) and its images are centre-cropped.
+    ``root`` is where the named datasets live (see :func:`load_mnist_like`, :func:`load_cifar10`,
+    :func:`~cinn.data.celeba.load_celeba`, which is never downloaded here); ``image_size`` and ``channels``
+    apply to CelebA (its train and test splits) and image folders only (the other named datasets keep their
+    own size); a folder has no train/test split, so ``train`` is ignored for it (hold out images with
+    :func:`split_dataset`) and its images are centre-cropped, as CelebA's are.
 
     Example:
         >>> train_set = load_dataset("fashion-mnist", None, train=True)   # doctest: +SKIP
@@ -31,11 +34,14 @@ def load_dataset(name_or_path: str, root: str | Path | None, train: bool, image_
         return load_mnist_like(key, root, train)
     if key == "cifar10":
         return load_cifar10(root, train)
-    if not Path(name_or_path).expanduser().exists():
-        raise DataError(f"{name_or_path!r} is neither a dataset name (mnist, fashion-mnist, cifar10) nor an "
-                        "existing folder of images; fix the dataset setting")
+    if key != "celeba" and not Path(name_or_path).expanduser().exists():
+        raise DataError(f"{name_or_path!r} is neither a dataset name (mnist, fashion-mnist, cifar10, celeba) nor "
+                        "an existing folder of images; fix the dataset setting")
     if image_size is None:
-        raise DataError(f"the image folder {name_or_path} needs an image_size to resize its images to; set it")
+        what = "CelebA" if key == "celeba" else f"the image folder {name_or_path}"
+        raise DataError(f"{what} needs an image_size to resize its images to; set it")
+    if key == "celeba":
+        return load_celeba(root, "train" if train else "test", image_size, channels)
     return ImageFolderDataset(name_or_path, image_size, channels, min_size=image_size, setting="data.image_size")
 
 

@@ -28,12 +28,15 @@ class MnistLayout:
     title: str
     torchvision_class: str  # also the folder torchvision downloads into: <root>/<class>/raw
     system_dirs: tuple[Path, ...]  # read-only copies from distribution packages
+    classes: tuple[str, ...]  # the names of labels 0..9
 
 
 MNIST_LIKE = {
-    "mnist": MnistLayout("MNIST", "MNIST", ()),
+    "mnist": MnistLayout("MNIST", "MNIST", (), tuple("0123456789")),
     # Debian/Ubuntu package dataset-fashion-mnist
-    "fashion-mnist": MnistLayout("Fashion-MNIST", "FashionMNIST", (Path("/usr/share/datasets/fashion-mnist"),)),
+    "fashion-mnist": MnistLayout("Fashion-MNIST", "FashionMNIST", (Path("/usr/share/datasets/fashion-mnist"),),
+                                 ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                  "Sneaker", "Bag", "Ankle boot")),
 }
 
 
@@ -63,7 +66,8 @@ def load_mnist_like(name: str, root: Path | str | None, train: bool) -> TensorIm
     holds both files of the split. When none does and ``root`` is given, torchvision downloads them into
     ``<root>``.
 
-    Shapes: ``images`` ``uint8 (N, 1, 28, 28)``, ``labels`` ``int64 (N,)`` in ``0..9``; ``num_classes`` 10.
+    Shapes: ``images`` ``uint8 (N, 1, 28, 28)``, ``labels`` ``int64 (N,)`` in ``0..9``; ``num_classes`` 10;
+    ``classes`` the digits ``"0"``..``"9"``, or Fashion-MNIST's ``"T-shirt/top"``, ..., ``"Ankle boot"``.
 
     Example:
         >>> test_set = load_mnist_like("fashion-mnist", None, train=False)   # doctest: +SKIP
@@ -105,13 +109,14 @@ def load_mnist_like(name: str, root: Path | str | None, train: bool) -> TensorIm
         raise DataError(f"labels in {labels_path} must lie in 0..9 but reach {labels.max()}; the file is corrupt "
                         "or not a label file, download it again")
     return TensorImageDataset(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-                              num_classes=10)
+                              num_classes=10, classes=layout.classes)
 
 
 def load_cifar10(root: Path | str | None, train: bool) -> TensorImageDataset:
     """CIFAR-10 via torchvision (downloaded into ``<root>/cifar-10-batches-py`` when missing).
 
-    Shapes: ``images`` ``uint8 (N, 3, 32, 32)``, ``labels`` ``int64 (N,)``; ``num_classes`` 10.
+    Shapes: ``images`` ``uint8 (N, 3, 32, 32)``, ``labels`` ``int64 (N,)``; ``num_classes`` 10; ``classes``
+    ``"airplane"``, ``"automobile"``, ..., ``"truck"`` (from the dataset's own ``batches.meta``).
 
     Example:
         >>> test_set = load_cifar10("data", train=False)   # doctest: +SKIP
@@ -128,4 +133,5 @@ def load_cifar10(root: Path | str | None, train: bool) -> TensorImageDataset:
                         f"({one_line_reason(error)}); download cifar-10-python.tar.gz and extract it "
                         f"into {root}") from error
     images = torch.from_numpy(np.ascontiguousarray(cifar.data)).permute(0, 3, 1, 2).contiguous()
-    return TensorImageDataset(images, torch.tensor(cifar.targets, dtype=torch.int64), num_classes=10)
+    return TensorImageDataset(images, torch.tensor(cifar.targets, dtype=torch.int64), num_classes=10,
+                              classes=cifar.classes)

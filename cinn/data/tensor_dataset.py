@@ -13,7 +13,8 @@ class TensorImageDataset(Dataset):
     """Images and labels held in memory as tensors.
 
     ``images``: ``uint8 (N, C, H, W)``; ``labels``: ``int64 (N,)``; ``num_classes``: the number of
-    classes, 0 when unknown. ``dataset[i]`` is ``(images[i], labels[i])``; ``__getitems__`` (which
+    classes, 0 when unknown; ``classes``: their names, ``classes[label]`` (default ``"0"``, ``"1"``, ...).
+    ``dataset[i]`` is ``(images[i], labels[i])``; ``__getitems__`` (which
     ``DataLoader`` calls with a batch of indices) returns the batch ``(images[idx], labels[idx])`` in
     one indexing operation, which :func:`collate_images` passes through.
 
@@ -24,16 +25,19 @@ class TensorImageDataset(Dataset):
         (torch.Size([2, 1, 28, 28]), [0, 2])
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, num_classes: int = 0):
+    def __init__(self, images: Tensor, labels: Tensor, num_classes: int = 0, classes: Sequence[str] | None = None):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} "
                              f"{tuple(images.shape)}")
         if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
             raise ValueError(f"labels must be an int64 tensor ({len(images)},), got {labels.dtype} "
                              f"{tuple(labels.shape)}")
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"{len(classes)} class names given for {num_classes} classes")
         self.images = images
         self.labels = labels
         self.num_classes = num_classes
+        self.classes = list(classes) if classes is not None else [str(k) for k in range(num_classes)]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,7 +72,7 @@ def cache_in_memory(dataset: Dataset) -> TensorImageDataset:
     """Every item of ``dataset`` decoded once and held as one uint8 tensor (for small photo sets).
 
     Shapes: items ``(uint8 (C, H, W), label)`` → ``images`` ``uint8 (N, C, H, W)``, ``labels``
-    ``int64 (N,)``; ``num_classes`` is the dataset's (0 when it has none).
+    ``int64 (N,)``; ``num_classes`` and ``classes`` are the dataset's (0 and none when it has none).
 
     Example:
         >>> cached = cache_in_memory([(torch.zeros(3, 8, 8, dtype=torch.uint8), 0)] * 5)
@@ -76,4 +80,6 @@ def cache_in_memory(dataset: Dataset) -> TensorImageDataset:
         (torch.Size([5, 3, 8, 8]), 0)
     """
     images, labels = collate_images([dataset[index] for index in range(len(dataset))])
-    return TensorImageDataset(images, labels, getattr(dataset, "num_classes", 0))
+    num_classes = getattr(dataset, "num_classes", 0)
+    classes = getattr(dataset, "classes", None) if num_classes else None
+    return TensorImageDataset(images, labels, num_classes, classes)
