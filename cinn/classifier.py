@@ -140,10 +140,21 @@ def cached_classifier(path: str | Path, train_set: Dataset, test_set: Dataset, n
     return classifier, accuracy
 
 
-def load_classifier_cache(path: Path, device: torch.device | str) -> dict[str, Any]:
-    """The classifier cache at ``path``; any other file there is a :class:`CheckpointError`, so that it is
-    never overwritten."""
-    state = load_checkpoint(path, map_location=device)
+def load_classifier_cache(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The classifier cache at ``path``; any other file there (a model's checkpoint, text, a damaged file, a
+    named pipe) is a :class:`CheckpointError`, so that it is never overwritten. Cheap (the cache is a few MiB),
+    so a command calls it before any work to refuse a wrong path at once."""
+    if path.is_dir():
+        raise CheckpointError(f"classifier cache {path} is a folder, not a file; pass the path of the file to "
+                              "read or write")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file, so it is not a classifier cache; it was left as it "
+                              "is: give the classifier cache another path")
+    try:
+        state = load_checkpoint(path, map_location=device)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path} is not a classifier cache ({error}); it was left as it is: give the "
+                              "classifier cache another path (or delete the file)") from None
     if not is_classifier_cache(state):
         what = f"a checkpoint of the {state['task']!r} task" if "task" in state else "another cinn file"
         raise CheckpointError(f"{path} is not a classifier cache but {what}; it was left as it is: give the "

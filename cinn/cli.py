@@ -7,12 +7,14 @@ import argparse
 import fcntl
 import math
 import os
+import re
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from cinn.check import check_invertibility
@@ -33,7 +35,9 @@ from cinn.engine.checkpoint import (
     load_checkpoint,
     remove_interrupted_writes,
     require_entries,
+    require_finite_weights,
     require_task,
+    trained_weights,
 )
 from cinn.engine.hooks import METRICS_NAME, Hook
 from cinn.engine.trainer import NonFiniteTrainingError, Trainer
@@ -76,9 +80,37 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
     except InvertibilityError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        print(f"error: {out_of_memory_message(error)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: Python's :class:`MemoryError`, CUDA's
+    :class:`torch.OutOfMemoryError`, or the CPU allocator's ``RuntimeError`` ("can't allocate memory")."""
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError))
+            or "can't allocate memory" in str(error) or "out of memory" in str(error).lower())
+
+
+def out_of_memory_message(error: BaseException) -> str:
+    """The one line of a failed allocation: how much was asked for, when the error says, and what to do.
+
+    Example:
+        >>> out_of_memory_message(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you "
+        ...                                    "tried to allocate 60000000000 bytes. Error code 12"))[:50]
+        'out of memory (an allocation of 55.9 GiB failed): '
+    """
+    asked = re.search(r"allocate (\d+) bytes", str(error))
+    cuda = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]iB)", str(error))
+    size = f"{int(asked.group(1)) / 2**30:.1f} GiB" if asked else cuda.group(1) if cuda else None
+    detail = f" (an allocation of {size} failed)" if size else ""
+    return (f"out of memory{detail}: the sizes asked for need more memory than this machine has; use smaller "
+            "ones (a smaller batch, fewer samples, smaller images) or a machine with more memory")
 
 
 def print_unprintable_escaped() -> None:
@@ -125,6 +157,25 @@ def non_negative_float(text: str) -> float:
 def positive_float(text: str) -> float:
     """An argparse ``type`` for finite numbers > 0 (NaN and inf refused)."""
     return _finite_float(text, lambda value: value > 0, "a finite number > 0")
+
+
+MAX_TEMPERATURE = 10.0
+"""The highest sampling temperature an option accepts: beyond a few, samples are noise, and a value like 1e30
+(a typo) overflows the latents into NaN images that would be written without a word."""
+
+
+def float_in_range(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` for finite numbers from ``low`` (excluded when ``above``) to ``high``."""
+    expected = f"a finite number {'>' if above else '>='} {low:g} and <= {high:g}"
+
+    def accepts(value: float) -> bool:
+        return (value > low if above else value >= low) and value <= high
+
+    return lambda text: _finite_float(text, accepts, expected)
+
+
+temperature = float_in_range(0.0, MAX_TEMPERATURE)
+"""An argparse ``type`` for sampling temperatures: finite, from 0 to :data:`MAX_TEMPERATURE`."""
 
 
 def _finite_float(text: str, accepts: Callable[[float], bool], expected: str) -> float:
@@ -179,10 +230,11 @@ def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str
 
 def require_resumable(model: nn.Module, run_dir: str | Path) -> None:
     """The weights of the checkpoint in ``run_dir`` must fit ``model``, the model the config describes (same
-    tensors, same shapes); a config changed (with ``--force``) to another architecture is a one-line
-    :class:`ConfigError`, before anything is written."""
+    tensors, same shapes), and be finite; a config changed (with ``--force``) to another architecture, or a run
+    that diverged, is a one-line error, before anything is written."""
     checkpoint = Path(run_dir) / CHECKPOINT_NAME
-    found = weight_shapes(load_checkpoint(checkpoint)["model"])
+    state = load_checkpoint(checkpoint)
+    found = weight_shapes(state["model"])
     expected = weight_shapes(model.state_dict())
     differing = sorted(name for name in expected.keys() | found.keys()
                        if expected.get(name) != found.get(name))
@@ -192,6 +244,8 @@ def require_resumable(model: nn.Module, run_dir: str | Path) -> None:
                           f"({len(differing)} tensor(s) differ, first {first}: {found.get(first, 'absent')} in "
                           f"the checkpoint, {expected.get(first, 'absent')} here); undo the model changes, or "
                           "start a new run (--overwrite or another --run_dir)")
+    for weights in (state["model"], trained_weights(state)):  # a diverged run: its steps would all be skipped
+        require_finite_weights(weights, checkpoint)
 
 
 def weight_shapes(weights: Any) -> dict[str, tuple[int, ...]]:
@@ -316,6 +370,32 @@ def writable_file(path: Path, option: str) -> Path:
     return path
 
 
+def writable_image(path: Path, option: str, formats: Collection[str]) -> Path:
+    """``path``, the image file an ``option`` writes (:func:`writable_file`), whose ending must be one of the
+    image ``formats`` (``"png"``, ...) its writer knows; else a one-line :class:`ConfigError`, before any work."""
+    writable_file(path, option)
+    if path.suffix.lower().removeprefix(".") not in formats:
+        raise ConfigError(f"{option} {path} does not end in an image format this figure can be written in "
+                          "(such as .png, .jpg, .tif); end it in .png")
+    return path
+
+
+def pillow_formats() -> set[str]:
+    """The file endings (``"png"``, ``"jpg"``, ...) Pillow writes, what :func:`cinn.viz.save_grid` writes with."""
+    from PIL import Image
+
+    Image.init()
+    return {ending.removeprefix(".") for ending, name in Image.registered_extensions().items()
+            if name in Image.SAVE}
+
+
+def matplotlib_formats() -> set[str]:
+    """The file endings matplotlib writes figures in, what :func:`cinn.viz.save_image_table` writes with."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return set(FigureCanvasBase.get_supported_filetypes())
+
+
 def writable_folder(path: Path, option: str) -> Path:
     """``path``, the folder an ``option`` writes into: a file there, or a place a folder cannot be created in, is
     a one-line :class:`ConfigError` naming the option, before anything is written."""
@@ -323,6 +403,19 @@ def writable_folder(path: Path, option: str) -> Path:
         raise ConfigError(f"{option} {path} is a file, not a folder; pass a folder to write into")
     require_creatable(path, path, option)
     return path
+
+
+def refuse_output_among_inputs(out: Path, folder: Path, out_option: str, folder_option: str) -> None:
+    """``out``, what ``out_option`` writes (a file or a folder), that is the input folder ``folder`` of
+    ``folder_option`` or lies below it is a one-line :class:`ConfigError`: input folders are read with all
+    their sub-folders, so the next run on ``folder`` would take what this one writes for input."""
+    inside, folder_path = out.resolve(), folder.resolve()
+    if inside != folder_path and folder_path not in inside.parents:
+        return
+    where = (f"is the {folder_option} folder" if inside == folder_path
+             else f"lies inside the {folder_option} folder {folder}")
+    raise ConfigError(f"{out_option} {out} {where}: the next run on {folder} would read what is written there as "
+                      f"input; choose {out_option} outside {folder}")
 
 
 def require_creatable(folder: Path, target: Path, option: str) -> None:

@@ -47,11 +47,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from cinn import cli
 from cinn.bench import benchmark_training
 from cinn.config import ConfigError, config_from_dict, config_to_dict, format_config_help, load_config
+from cinn.data.named_datasets import MNIST_LIKE
 from cinn.engine import (
     BitsPerDim,
     Objective,
@@ -74,7 +75,6 @@ from cinn.engine.checkpoint import (
     LEGACY_FORMAT,
     rebuild_model,
     require_entries,
-    require_finite_weights,
     require_task,
 )
 from cinn.engine.train_config import MAX_SEED
@@ -83,6 +83,16 @@ from cinn.models.registry import build_from_spec
 from cinn.viz import save_grid
 
 C = TypeVar("C")
+
+MAX_IMAGE_SIZE = 4096
+"""The largest ``data.image_size``: images are resized to squares of this side and held in memory (a photo of
+4096x4096 is 48 MiB), so a typo's extra zeros would otherwise resize for minutes and run out of memory."""
+MAX_BLOCKS = 1024
+"""The most couplings a config may ask for in all (the shipped configs have at most 96): models are built block by
+block, so a typo's 10**8 would build for hours."""
+
+NAMED_DATASETS = (*MNIST_LIKE, "cifar10", "celeba")
+"""The dataset names ``data.dataset`` may hold instead of a folder."""
 
 EXPORTED_ENTRIES = ("task", "config", "model_spec", "conventions", "cinn_version", "step")
 """The entries of a checkpoint that ``export`` keeps, with the trained weights."""
@@ -106,9 +116,9 @@ class ImageDataConfig:
     def validate(self) -> None:
         if not 1 <= self.n_bits <= 8:
             raise ConfigError(f"data.n_bits must be between 1 and 8, got {self.n_bits}")
-        if self.image_size < 1 or self.channels not in (1, 3):
-            raise ConfigError(f"data.image_size must be positive and data.channels 1 or 3, got {self.image_size} "
-                              f"and {self.channels}")
+        if not 1 <= self.image_size <= MAX_IMAGE_SIZE or self.channels not in (1, 3):
+            raise ConfigError(f"data.image_size must be from 1 to {MAX_IMAGE_SIZE} and data.channels 1 or 3, got "
+                              f"{self.image_size} and {self.channels}")
 
 
 @dataclass
@@ -134,6 +144,9 @@ class CinnModelConfig:
             raise ConfigError("model.n_levels, model.blocks_per_level and model.hidden_channels must be positive")
         if self.clamp <= 0:
             raise ConfigError(f"model.clamp must be positive, got {self.clamp}")
+        if self.n_levels * self.blocks_per_level > MAX_BLOCKS:
+            raise ConfigError(f"model.n_levels x model.blocks_per_level must be at most {MAX_BLOCKS} couplings, "
+                              f"got {self.n_levels} x {self.blocks_per_level}")
 
 
 @dataclass
@@ -166,6 +179,17 @@ def data_facts(train_set: Dataset) -> dict[str, Any]:
     return {"image_shape": list(image.shape), "n_classes": int(getattr(train_set, "num_classes", 0))}
 
 
+def first_items(dataset: Dataset, limit: int | None) -> Dataset:
+    """The first ``limit`` items of ``dataset`` (all of it when ``limit`` is None or not smaller), what ``eval
+    --limit`` evaluates.
+
+    Example:
+        >>> len(first_items(list(range(10)), 3)), len(first_items(list(range(10)), 30))
+        (3, 10)
+    """
+    return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
+
+
 class Task(ABC, Generic[C]):
     """One command-line task. Subclasses set the class attributes and implement the methods marked
     *required*; the others have defaults that fit a model of images."""
@@ -188,6 +212,8 @@ class Task(ABC, Generic[C]):
     """The model shipped with cinn that commands use when no ``--checkpoint`` is given (None: none)."""
     sample_count: ClassVar[int] = 64
     sample_count_help: ClassVar[str] = "samples per grid"
+    max_sample_count: ClassVar[int] = 1024
+    """The most ``sample --n`` accepts: the samples of a grid are drawn in one batch, so memory grows with it."""
     sample_temperatures: ClassVar[tuple[float, ...]] = (0.5, 0.7, 0.8, 1.0)
 
     # ------------------------------------------------------------------ declared by the task (required)
@@ -229,13 +255,28 @@ class Task(ABC, Generic[C]):
         return f"test bits/dim: {result.summary()}; {where}, uniform dequantisation"
 
     def report(self, run: TrainedRun[C], eval_set: Dataset, args: argparse.Namespace) -> None:
-        """Further ``eval`` output after the bits/dim line."""
+        """Further ``eval`` output after the bits/dim line; measures of the held-out images evaluate those of
+        ``first_items(eval_set, args.limit)``, as the bits/dim did."""
 
     def add_eval_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Options of the task's own ``eval`` output (see :meth:`report`)."""
 
+    def check_eval_arguments(self, args: argparse.Namespace) -> None:
+        """Refuse (one-line errors) the task's own ``eval`` options that :meth:`report` could not use, before
+        ``eval`` does any work: a file to read that is not what it should be, a path that cannot be written."""
+
     def after_training(self, trainer: Trainer, config: C, eval_set: Dataset) -> None:
         """What the main process does once training ends (e.g. a figure of held-out results)."""
+
+    def data_folders(self, config: C) -> list[tuple[str, Path]]:
+        """The folders of images ``train`` reads, each with the setting that names it (a run directory inside
+        one is refused: its figures would become data). By default ``data.dataset`` when it is a folder, not a
+        dataset's name."""
+        dataset = getattr(getattr(config, "data", None), "dataset", None)
+        if not isinstance(dataset, str) or dataset.lower() in NAMED_DATASETS:
+            return []
+        folder = Path(dataset).expanduser()
+        return [("data.dataset", folder)] if folder.is_dir() else []
 
     def commands(self) -> list[Command]:
         """The task's own commands beyond the kernel's."""
@@ -259,12 +300,12 @@ class Task(ABC, Generic[C]):
 
     def open(self, checkpoint: Path, device: torch.device) -> TrainedRun[C]:
         """A checkpoint of this task with its config and trained model (EMA weights when kept); weights that
-        are not finite are a :class:`CheckpointError`."""
+        are not finite are a :class:`CheckpointError` (of :func:`~cinn.engine.checkpoint.rebuild_model`, which
+        every command that opens a model goes through)."""
         state = self.read_state(checkpoint, device)
         require_entries(state, ("conventions",), checkpoint)
         config = config_from_dict(self.config_class, state["config"])
         model = rebuild_model(state, checkpoint, device)
-        require_finite_weights(model, checkpoint)
         return TrainedRun(config, model, state["conventions"], state, device)
 
     def read_state(self, checkpoint: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -285,6 +326,8 @@ class Task(ABC, Generic[C]):
             if value is not None:
                 overrides = [*overrides, f"--{key}={value}"]
         config = cli.train_config(self.config_class, args, overrides, self.name)
+        for setting, folder in self.data_folders(config):
+            cli.refuse_output_among_inputs(Path(config.run_dir), folder, "run_dir", setting)
         group = init_process_group(config.train.device)
         try:
             with cli.RunDirectory(config, args.resume, args.overwrite, group.is_main) as run_directory:
@@ -322,8 +365,11 @@ class Task(ABC, Generic[C]):
             self.after_training(trainer, config, eval_set)
 
     def evaluate(self, args: argparse.Namespace) -> None:
+        self.check_eval_arguments(args)
         run = self.open(args.checkpoint, resolve_device(args.device))
         eval_set, where = self.eval_data(run.config, args.data)
+        if args.limit is not None and args.limit < len(eval_set):
+            where = f"{where}; only the first {args.limit} (--limit)"
         result = evaluate_bits_per_dim(run.model, eval_set, self.objective(run.config, train=False),
                                        batch_size=args.batch_size, seed=args.seed, device=run.device,
                                        limit=args.limit)
@@ -387,11 +433,12 @@ class Task(ABC, Generic[C]):
         require_entries(state, EXPORTED_ENTRIES, args.checkpoint)
         weights = {key: value.float() if value.is_floating_point() else value
                    for key, value in trained_weights(state).items()}
-        exported = {key: state[key] for key in EXPORTED_ENTRIES}
-        save_checkpoint({**exported, "model": weights, "ema": None}, args.out)
-        rebuild_model(load_checkpoint(args.out), args.out)  # the exported file must rebuild its model
+        step = state["best"]["step"] if state.get("best") is not None else state["step"]  # of the kept weights
+        exported = {**{key: state[key] for key in EXPORTED_ENTRIES}, "step": step, "model": weights, "ema": None}
+        rebuild_model(exported, args.checkpoint)  # what is exported must rebuild its model, before it is written
+        save_checkpoint(exported, args.out)
         size = args.out.stat().st_size / 2**20
-        print(f"{args.out}: the trained weights of {args.checkpoint} (step {state['step']}) and their model spec, "
+        print(f"{args.out}: the trained weights of {args.checkpoint} (step {step}) and their model spec, "
               f"no optimiser state: {size:.1f} MiB; cinn.load reads it")
 
     # ------------------------------------------------------------------ command line
@@ -425,10 +472,11 @@ class Task(ABC, Generic[C]):
         opening = [evaluate, check, upgrade, export]
         if type(self).sample_images is not Task.sample_images:
             sample = commands.add_parser("sample", help="grids of samples at one or more temperatures")
-            sample.add_argument("--n", type=cli.positive_int, default=self.sample_count,
-                                help=self.sample_count_help)
-            sample.add_argument("--temperatures", type=cli.non_negative_float, nargs="+",
-                                default=list(self.sample_temperatures))
+            sample.add_argument("--n", type=cli.int_in_range(1, self.max_sample_count), default=self.sample_count,
+                                help=f"{self.sample_count_help}, 1 to {self.max_sample_count}")
+            sample.add_argument("--temperatures", type=cli.temperature, nargs="+",
+                                default=list(self.sample_temperatures),
+                                help=f"one grid per temperature, each from 0 to {cli.MAX_TEMPERATURE:g}")
             sample.add_argument("--out", type=Path, help="output folder or .png file (default: samples/ of the "
                                                          "run)")
             opening.append(sample)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import torch
@@ -74,8 +75,8 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str =
             axis.plot(metrics[f"{key}@step"], metrics[key], label=label, marker="o" if key == "eval_bpd" else None)
     axis.set_xlabel("step")
     axis.set_ylabel("bits / dim")
-    if "train_bpd" in metrics:
-        values = sorted(metrics["train_bpd"])
+    values = sorted(value for value in metrics.get("train_bpd", []) if math.isfinite(value))  # NaN: all skipped
+    if values:
         axis.set_ylim(values[0] - 0.1, values[int(0.9 * (len(values) - 1))] + 0.3)
     axis.grid(alpha=0.3)
     axis.legend()

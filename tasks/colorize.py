@@ -32,7 +32,16 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import functional as TF
 from torchvision.utils import make_grid
 
-from cinn.cli import int_in_range, non_negative_float, positive_int, writable_file, writable_folder
+from cinn import cli
+from cinn.cli import (
+    MAX_TEMPERATURE,
+    int_in_range,
+    matplotlib_formats,
+    positive_int,
+    refuse_output_among_inputs,
+    writable_folder,
+    writable_image,
+)
 from cinn.colorization import (
     PRETRAINED_COLORIZER,
     Colorizer,
@@ -60,7 +69,7 @@ from cinn.data import (
     square_photos,
 )
 from cinn.engine import TrainConfig, resolve_device
-from cinn.task import CinnModelConfig, Command, Task, TrainedRun
+from cinn.task import MAX_IMAGE_SIZE, CinnModelConfig, Command, Task, TrainedRun, first_items
 from cinn.viz import save_grid, save_image_table
 
 TABLE_PHOTOS, TABLE_SAMPLES = 4, 6  # held-out photos and colourings shown in the figures of a run
@@ -103,6 +112,8 @@ class DataConfig:
                               f"got {self.holdout!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(f"data.image_size must be at most {MAX_IMAGE_SIZE}, got {self.image_size}")
         if self.crop_size < 1 or self.image_size < self.crop_size:
             raise ConfigError(f"data.crop_size ({self.crop_size}) must be positive and at most data.image_size "
                               f"({self.image_size})")
@@ -137,8 +148,8 @@ class EvalConfig:
     def validate(self) -> None:
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise ConfigError(f"eval.samples must be from 1 to {MAX_SAMPLES}, got {self.samples}")
-        if self.temperature < 0:
-            raise ConfigError(f"eval.temperature must not be negative, got {self.temperature}")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise ConfigError(f"eval.temperature must be from 0 to {MAX_TEMPERATURE:g}, got {self.temperature}")
 
 
 @dataclass
@@ -192,6 +203,12 @@ class ColorizeTask(Task[ColorizeConfig]):
         if data.cache:
             photos = colour_photos(cache_in_memory(photos), [str(path) for path in photos.paths])
         return split_dataset(photos, data.val_fraction, config.train.seed)
+
+    def data_folders(self, config) -> list[tuple[str, Path]]:
+        path = config.data.path
+        if path is None or path.lower() == "places365" or not Path(path).is_dir():
+            return []
+        return [("data.path", Path(path))]
 
     def train_data(self, config):
         """Each training photo listed ``crops_per_photo`` times (the objective crops each listing at random)."""
@@ -261,14 +278,15 @@ class ColorizeTask(Task[ColorizeConfig]):
     def add_eval_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--samples", type=int_in_range(1, MAX_SAMPLES),
                             help=f"colourings per photo for best-of-N, {SAMPLES_LIMIT} (default: eval.samples)")
-        parser.add_argument("--temperature", type=non_negative_float,
-                            help="sampling temperature (default: eval.temperature)")
+        parser.add_argument("--temperature", type=cli.temperature,
+                            help=f"sampling temperature, 0 to {MAX_TEMPERATURE:g} (default: eval.temperature)")
 
     def report(self, run: TrainedRun[ColorizeConfig], eval_set, args) -> None:
         samples = run.config.eval.samples if args.samples is None else args.samples
         temperature = run.config.eval.temperature if args.temperature is None else args.temperature
-        metrics = sample_metrics(run.model, eval_set, ab_downsample=run.conventions["ab_downsample"],
-                                 n_samples=samples, temperature=temperature, seed=args.seed, device=run.device)
+        metrics = sample_metrics(run.model, first_items(eval_set, args.limit),
+                                 ab_downsample=run.conventions["ab_downsample"], n_samples=samples,
+                                 temperature=temperature, seed=args.seed, device=run.device)
         print(f"  best-of-{samples} RMSE of ab at T={temperature}: {rmse_summary(metrics.best_rmse)} Lab units "
               f"(predicting ab = 0: {rmse_summary(metrics.grey_rmse)})")
         print(f"  sample diversity: {rmse_summary(metrics.diversity)} Lab units (per-pixel std of ab across "
@@ -284,9 +302,9 @@ class ColorizeTask(Task[ColorizeConfig]):
             parser.add_argument("--samples", type=int_in_range(1, MAX_SAMPLES), default=8,
                                 help=f"colourings per photo, {SAMPLES_LIMIT}; for more, run again with another "
                                      "--seed")
-            parser.add_argument("--temperature", type=non_negative_float, default=0.8,
-                                help="sampling temperature, at least 0 (0: every colouring the same, from the "
-                                     "mode of the latent)")
+            parser.add_argument("--temperature", type=cli.temperature, default=0.8,
+                                help=f"sampling temperature, 0 to {MAX_TEMPERATURE:g} (0: every colouring the "
+                                     "same, from the mode of the latent)")
             parser.add_argument("--out", type=Path, default=Path("colorized"),
                                 help="output folder: NAME_EXT_sample1.png ... and NAME_EXT_contact.png per "
                                      "photo (sub/photo.jpg of a folder gives sub/photo_jpg_sample1.png, ...)")
@@ -298,7 +316,8 @@ class ColorizeTask(Task[ColorizeConfig]):
             parser.add_argument("--photos", type=positive_int, default=10, help="rows: the first N photos")
             parser.add_argument("--samples", type=int_in_range(1, MAX_SAMPLES), default=TABLE_SAMPLES,
                                 help=f"colourings per temperature, {SAMPLES_LIMIT}")
-            parser.add_argument("--temperatures", type=non_negative_float, nargs="+", default=[0.8])
+            parser.add_argument("--temperatures", type=cli.temperature, nargs="+", default=[0.8],
+                                help=f"one set of columns per temperature, each from 0 to {MAX_TEMPERATURE:g}")
             parser.add_argument("--out", type=Path, default=Path("colorized/table.png"))
 
         return [Command("colorize", "colourise a photo or a folder of photos", self.colorize, arguments),
@@ -306,7 +325,8 @@ class ColorizeTask(Task[ColorizeConfig]):
                                  "per photo", self.table, table_arguments)]
 
     def table(self, args: argparse.Namespace) -> None:
-        writable_file(args.out, "--out")
+        writable_image(args.out, "--out", matplotlib_formats())
+        refuse_output_among_inputs(args.out, args.input, "--out", "--input")
         run = self.open(args.checkpoint, resolve_device(args.device))
         photos, where = self.eval_data(run.config, str(args.input))
         table, titles = self.colouring_table(colorizer_for(run.model, run.conventions, run.device), photos,
@@ -315,6 +335,8 @@ class ColorizeTask(Task[ColorizeConfig]):
 
     def colorize(self, args: argparse.Namespace) -> None:
         writable_folder(args.out, "--out")
+        if args.input.is_dir():
+            refuse_output_among_inputs(args.out, args.input, "--out", "--input")
         run = self.open(args.checkpoint, resolve_device(args.device))
         colorizer = colorizer_for(run.model, run.conventions, run.device)
         paths = photo_paths(args.input)
@@ -337,8 +359,9 @@ class ColorizeTask(Task[ColorizeConfig]):
                                                                   reducing_gap=2.0)))
             sheet = save_grid(torch.stack(thumbnails).float() / 255, contact,
                               nrow=math.ceil(math.sqrt(len(thumbnails))))
-            print(f"{path}: {photo.shape[2]}x{photo.shape[1]}, {args.samples} colourings at T={args.temperature} "
-                  f"in {seconds:.2f} s; contact sheet (grey input first) {sheet}")
+            colourings_made = f"{args.samples} colouring{'s' if args.samples > 1 else ''}"
+            print(f"{path}: {photo.shape[2]}x{photo.shape[1]}, {colourings_made} at T={args.temperature} in "
+                  f"{seconds:.2f} s; contact sheet (grey input first) {sheet}")
 
 
 def output_stem(photo: Path, source: Path) -> Path:

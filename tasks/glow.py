@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from cinn.cli import int_in_range, positive_int, writable_file
+from cinn.cli import int_in_range, pillow_formats, positive_int, writable_image
 from cinn.config import ConfigError
 from cinn.data import BinaryAttributes, DataError, dataset_attributes, load_dataset
 from cinn.engine import DequantizedImages, Objective, TrainConfig, prepared_batches, resolve_device
@@ -170,8 +170,8 @@ class GlowTask(Task[GlowConfig]):
         def arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--data-root", dest="data", help="where the data lives, if not where it was")
             parser.add_argument("--pairs", type=positive_int, default=4, help="interpolations (rows)")
-            parser.add_argument("--steps", type=int_in_range(2), default=8, help="images per interpolation, ends "
-                                                                                  "included")
+            parser.add_argument("--steps", type=int_in_range(2, 64), default=8,
+                                help="images per interpolation, ends included, 2 to 64")
             parser.add_argument("--out", type=Path, help="output PNG (default: next to the checkpoint)")
 
         def manipulate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -201,8 +201,13 @@ class GlowTask(Task[GlowConfig]):
                         self.manipulate, manipulate_arguments)]
 
     def interpolate(self, args: argparse.Namespace) -> None:
+        out = writable_image(args.out or Path(args.checkpoint).parent / "interpolation.png", "--out",
+                             pillow_formats())
         run = self.open(args.checkpoint, resolve_device(args.device))
         test_set, _ = self.eval_data(run.config, args.data)
+        if 2 * args.pairs > len(test_set):
+            raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} test images, and the test split has "
+                              f"{len(test_set)}; ask for at most {len(test_set) // 2}")
         chosen = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(args.seed))
         objective, rows = self.objective(run.config, train=False), []
         with torch.no_grad():
@@ -213,13 +218,12 @@ class GlowTask(Task[GlowConfig]):
                 latents = run.model.encode(x, c)
                 path = interpolate_latents([z[:1] for z in latents], [z[1:] for z in latents], args.steps)
                 rows.append(run.model.decode(path, None if c is None else c[:1].expand(args.steps)))
-        out = save_grid(torch.cat(rows), args.out or Path(args.checkpoint).parent / "interpolation.png",
-                        nrow=args.steps)
+        out = save_grid(torch.cat(rows), out, nrow=args.steps)
         print(f"{args.pairs} interpolations of {args.steps} steps: {out}")
 
     def manipulate(self, args: argparse.Namespace) -> None:
         if args.out is not None:
-            writable_file(args.out, "--out")
+            writable_image(args.out, "--out", pillow_formats())
         run = self.open(args.checkpoint, resolve_device(args.device))
         dataset = run.config.data.dataset
         train_set = self.train_data(run.config, args.data)
@@ -246,7 +250,8 @@ class GlowTask(Task[GlowConfig]):
                               "choose another --attribute or --against")
         shown = test_pool[torch.randperm(len(test_pool), generator=generator)[:args.images]]
         slug = file_slug(name) + ("" if other is None else f"_vs_{file_slug(other)}")
-        out = writable_file(args.out or Path(args.checkpoint).parent / f"manipulation_{slug}.png", "--out")
+        out = writable_image(args.out or Path(args.checkpoint).parent / f"manipulation_{slug}.png", "--out",
+                             pillow_formats())
 
         objective = self.objective(run.config, train=False)
         x, c = prepared_inputs(train_set, chosen, objective, args.batch_size, args.seed, run.device)

@@ -23,16 +23,27 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from cinn.classifier import cached_classifier, class_consistency
-from cinn.cli import int_in_range, positive_float, positive_int, writable_file
+from cinn.classifier import cached_classifier, class_consistency, load_classifier_cache
+from cinn.cli import (
+    MAX_TEMPERATURE,
+    float_in_range,
+    int_in_range,
+    pillow_formats,
+    positive_int,
+    writable_file,
+    writable_image,
+)
 from cinn.config import ConfigError
-from cinn.data import collate_images, load_labelled_dataset
+from cinn.data import DataError, collate_images, load_labelled_dataset
 from cinn.engine import DequantizedImages, GaussianNoiseImages, Objective, TrainConfig, resolve_device
 from cinn.latent import LatentPCA, flatten_latents, transfer_style, unflatten_latents
 from cinn.models import build_cinn, build_cinn_fc
 from cinn.models.registry import model_spec
-from cinn.task import CinnModelConfig, Command, ImageDataConfig, Task, TrainedRun
+from cinn.task import MAX_BLOCKS, CinnModelConfig, Command, ImageDataConfig, Task, TrainedRun
 from cinn.viz import save_grid
+
+MAX_PCA_AXES, MAX_PCA_STEPS = 64, 64  # the walks along all axes are decoded in one batch
+MAX_PCA_RANGE = 100.0  # in standard deviations: far beyond it, a walk decodes only overflow
 
 
 @dataclass
@@ -74,6 +85,8 @@ class ModelConfig(CinnModelConfig):
         super().validate()
         if self.n_blocks < 1 or self.hidden_features < 1:
             raise ConfigError("model.n_blocks and model.hidden_features must be positive")
+        if self.n_blocks > MAX_BLOCKS:
+            raise ConfigError(f"model.n_blocks must be at most {MAX_BLOCKS}, got {self.n_blocks}")
 
 
 @dataclass
@@ -86,8 +99,8 @@ class EvalConfig:
     """epochs of the judging classifier (trained on the training split, cached in the run)"""
 
     def validate(self) -> None:
-        if self.temperature < 0:
-            raise ConfigError(f"eval.temperature must not be negative, got {self.temperature}")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise ConfigError(f"eval.temperature must be from 0 to {MAX_TEMPERATURE:g}, got {self.temperature}")
         if self.samples_per_class < 1 or self.classifier_epochs < 1:
             raise ConfigError("eval.samples_per_class and eval.classifier_epochs must be positive")
 
@@ -159,12 +172,21 @@ class ClassConditionalTask(Task[MnistConfig]):
         parser.add_argument("--classifier", type=Path, help="cached classifier file (default: classifier.pt "
                                                             "in the run)")
 
+    def classifier_cache(self, args: argparse.Namespace) -> Path:
+        return args.classifier or args.checkpoint.parent / "classifier.pt"
+
+    def check_eval_arguments(self, args: argparse.Namespace) -> None:
+        """A file at the cache path must be a classifier cache (else it would be refused only after the bits/dim
+        evaluation); a path with nothing there must be writable."""
+        cache = self.classifier_cache(args)
+        if cache.is_dir() or not cache.exists():
+            writable_file(cache, "--classifier")
+        else:
+            load_classifier_cache(cache)
+
     def report(self, run: TrainedRun[MnistConfig], eval_set, args) -> None:
         config, n_classes = run.config, run.conventions["n_classes"]
-        cache = args.classifier or args.checkpoint.parent / "classifier.pt"
-        if not cache.is_file():  # a cache there is read, never written
-            writable_file(cache, "--classifier")
-        classifier, accuracy = cached_classifier(cache,
+        classifier, accuracy = cached_classifier(self.classifier_cache(args),
                                                  self.split(config, train=True, root=args.data), eval_set,
                                                  n_classes, epochs=config.eval.classifier_epochs, seed=args.seed,
                                                  device=run.device)
@@ -188,9 +210,12 @@ class ClassConditionalTask(Task[MnistConfig]):
         def pca_arguments(parser: argparse.ArgumentParser) -> None:
             transfer_arguments(parser)
             parser.add_argument("--label", type=int_in_range(0), help="one class (default: all)")
-            parser.add_argument("--axes", type=positive_int, default=6, help="top axes to show")
-            parser.add_argument("--steps", type=positive_int, default=9, help="images per axis")
-            parser.add_argument("--range", type=positive_float, default=2.5, help="walk from -range to +range std")
+            parser.add_argument("--axes", type=int_in_range(1, MAX_PCA_AXES), default=6,
+                                help=f"top axes to show, 1 to {MAX_PCA_AXES}")
+            parser.add_argument("--steps", type=int_in_range(1, MAX_PCA_STEPS), default=9,
+                                help=f"images per axis, 1 to {MAX_PCA_STEPS}")
+            parser.add_argument("--range", type=float_in_range(0, MAX_PCA_RANGE, above=True), default=2.5,
+                                help=f"walk from -range to +range std, at most {MAX_PCA_RANGE:g}")
             parser.add_argument("--images", type=int_in_range(2), default=5000,
                                 help="held-out images to fit the PCA on (at least 2)")
 
@@ -206,13 +231,13 @@ class ClassConditionalTask(Task[MnistConfig]):
         return x, c, labels.to(run.device)
 
     def transfer(self, args: argparse.Namespace) -> None:
+        out = writable_image(args.out or args.checkpoint.parent / "transfer.png", "--out", pillow_formats())
         run = self.open(args.checkpoint, resolve_device(args.device))
         test_set, _ = self.eval_data(run.config, args.data)
         chosen = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(args.seed))[:args.n]
         x, c, labels = self.held_out_inputs(run, test_set, chosen.tolist(), args.seed)
         n_classes = run.conventions["n_classes"]
         transferred = transfer_style(run.model, x, c, [torch.full_like(labels, k) for k in range(n_classes)])
-        out = args.out or args.checkpoint.parent / "transfer.png"
         grid = save_grid(torch.cat([x[:, None], transferred], dim=1).flatten(0, 1), out, nrow=n_classes + 1)
         print(f"style transfer (each row: a test image, then its latent decoded under every label): {grid}")
 
@@ -224,6 +249,9 @@ class ClassConditionalTask(Task[MnistConfig]):
                               f"{n_classes - 1}")
         test_set, _ = self.eval_data(run.config, args.data)
         count = min(args.images, len(test_set))
+        if count < 2:
+            raise DataError(f"the test split holds {count} image(s) and a PCA needs at least 2; evaluate on more "
+                            "data (--data-root, or a larger data.test_fraction of a class folder)")
         with torch.no_grad():
             latents = torch.cat([flatten_latents(model.encode(*self.held_out_inputs(
                 run, test_set, list(range(start, min(start + 500, count))), args.seed + start)[:2]))

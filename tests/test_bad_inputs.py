@@ -27,9 +27,11 @@ import torch
 from mnist_fixture import write_mnist_fixture
 from PIL import Image
 
+import cinn
 from cinn.cli import RunDirectory, run_command
+from cinn.colorization import load_colorizer
 from cinn.config import ConfigError
-from cinn.engine import load_checkpoint, resolve_device, trained_weights
+from cinn.engine import CheckpointError, load_checkpoint, resolve_device, trained_weights
 from tasks import colorize, glow, mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,11 +202,13 @@ def truncated_checkpoint(f: Fixtures) -> Path:
     return path
 
 
-def non_finite_checkpoint(f: Fixtures) -> Path:
-    state = torch.load(f.glow_checkpoint, weights_only=True)
-    next(iter(trained_weights(state).values())).view(-1)[0] = float("nan")
-    torch.save(state, f.tmp / "nan.pt")
-    return f.tmp / "nan.pt"
+def non_finite_checkpoint(f: Fixtures, checkpoint: str = "glow") -> Path:
+    """A copy of the fixtures' checkpoint of ``checkpoint`` whose first trained floating-point weight is NaN."""
+    state = torch.load(getattr(f, f"{checkpoint}_checkpoint"), weights_only=True)
+    weight = next(value for value in trained_weights(state).values() if value.is_floating_point())
+    weight.view(-1)[0] = float("nan")
+    torch.save(state, f.tmp / f"nan_{checkpoint}.pt")
+    return f.tmp / f"nan_{checkpoint}.pt"
 
 
 def copied_run(f: Fixtures, checkpoint: str = "glow") -> Path:
@@ -212,6 +216,15 @@ def copied_run(f: Fixtures, checkpoint: str = "glow") -> Path:
     copy = f.tmp / f"{checkpoint}_copy"
     shutil.copytree(getattr(f, f"{checkpoint}_checkpoint").parent, copy)
     return copy
+
+
+def diverged_run(f: Fixtures) -> Path:
+    """A copy of the fixtures' Glow run whose training weights (not only the trained ones) hold a NaN."""
+    run_dir = copied_run(f)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    next(value for value in state["model"].values() if value.is_floating_point()).view(-1)[0] = float("nan")
+    torch.save(state, run_dir / "checkpoint.pt")
+    return run_dir
 
 
 def without_entry(f: Fixtures, entry: str) -> Path:
@@ -295,6 +308,15 @@ def in_use(run_dir: Path) -> Path:
     return run_dir
 
 
+def colorize_into(out: Callable[[Path], Path]) -> Callable[[Fixtures], list[str]]:
+    """``colorize`` of a photo folder into ``out(folder)``."""
+    def argv(f: Fixtures) -> list[str]:
+        photos = photo_folder(f.tmp / "photos", 1)
+        return ["colorize", "--checkpoint", str(f.colorize_checkpoint), "--input", str(photos), "--out",
+                str(out(photos))]
+    return argv
+
+
 def colorized_already(f: Fixtures) -> list[str]:
     photos, out = photo_folder(f.tmp / "photos", 1), f.tmp / "out"
     out.mkdir()
@@ -364,6 +386,10 @@ CASES = [
          "must be divisible by 2^n_levels"),
     Case("crop not a multiple of the model's scales", colorize.main, colorize_train("--data.crop_size=12"),
          "must be a multiple of 2^model.n_levels"),
+    Case("image size beyond the limit", colorize.main, colorize_train("--data.image_size=1000000"),
+         "data.image_size must be at most 4096, got 1000000"),
+    Case("more couplings than the limit", mnist.main, mnist_train(None, "--model.n_blocks=100000000"),
+         "model.n_blocks must be at most 1024, got 100000000"),
     Case("zero batch size", colorize.main, colorize_train("--train.batch_size=0"),
          "train.batch_size must be positive"),
     Case("negative learning rate", mnist.main, mnist_train(None, "--train.lr=-0.001"),
@@ -411,7 +437,7 @@ CASES = [
          "train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     # command options
     Case("zero samples to draw", glow.main, opening("sample", "glow", "--n", "0"),
-         "argument --n: must be an integer >= 1, got '0'"),
+         "argument --n: must be an integer from 1 to 1024, got '0'"),
     Case("zero colourings per photo", colorize.main, opening("eval", "colorize", "--samples", "0"),
          "argument --samples: must be an integer from 1 to 64, got '0'"),
     Case("negative colourings per photo", colorize.main,
@@ -422,28 +448,51 @@ CASES = [
          "argument --samples: must be an integer from 1 to 64, got '100'"),
     Case("zero evaluation batch size", colorize.main, opening("eval", "colorize", "--batch-size", "0"),
          "argument --batch-size: must be an integer >= 1, got '0'"),
+    Case("interpolation grid written to a text file", glow.main,
+         lambda f: opening("interpolate", "glow", "--out", str(f.tmp / "grid.txt"))(f),
+         "does not end in an image format"),
+    Case("manipulation grid written to a text file", glow.main,
+         lambda f: opening("manipulate", "glow", "--attribute", "0", "--out", str(f.tmp / "grid.txt"))(f),
+         "does not end in an image format"),
+    Case("more interpolation pairs than test images", glow.main, opening("interpolate", "glow", "--pairs", "1000"),
+         "--pairs 1000 needs 2000 test images"),
+    Case("more images per interpolation than the limit", glow.main,
+         opening("interpolate", "glow", "--steps", "100000"),
+         "argument --steps: must be an integer from 2 to 64, got '100000'"),
     Case("zero held-out image limit", glow.main, opening("check", "glow", "--limit", "0"),
          "argument --limit: must be an integer >= 1, got '0'"),
     Case("option value not a number", glow.main, opening("sample", "glow", "--n", "ten"),
-         "argument --n: must be an integer >= 1, got 'ten'"),
+         "argument --n: must be an integer from 1 to 1024, got 'ten'"),
     Case("NaN sampling temperature", colorize.main,
          opening("colorize", "colorize", "--input", "photo.jpg", "--temperature", "nan"),
-         "argument --temperature: must be a finite number >= 0, got 'nan'"),
+         "argument --temperature: must be a finite number >= 0 and <= 10, got 'nan'"),
     Case("infinite sampling temperature", glow.main, opening("sample", "glow", "--temperatures", "0.7", "inf"),
-         "argument --temperatures: must be a finite number >= 0, got 'inf'"),
+         "argument --temperatures: must be a finite number >= 0 and <= 10, got 'inf'"),
     Case("negative sampling temperature", colorize.main, opening("eval", "colorize", "--temperature", "-1"),
-         "argument --temperature: must be a finite number >= 0, got '-1'"),
+         "argument --temperature: must be a finite number >= 0 and <= 10, got '-1'"),
     Case("zero benchmark steps", glow.main, lambda f: ["bench", "--config", GLOW_TINY, "--steps", "0"],
          "argument --steps: must be an integer >= 1, got '0'"),
     Case("interpolation of one step", glow.main, opening("interpolate", "glow", "--steps", "1"),
-         "argument --steps: must be an integer >= 2, got '1'"),
+         "argument --steps: must be an integer from 2 to 64, got '1'"),
     Case("negative PCA label", mnist.main,
          lambda f: ["pca", "--checkpoint", str(f.tmp / "none.pt"), "--label", "-1"],
          "argument --label: must be an integer >= 0, got '-1'"),
     Case("seed option out of range", glow.main, opening("sample", "glow", "--seed", "-5"),
          "argument --seed: must be an integer from 0 to 9223372036854775807, got '-5'"),
-    Case("required option missing", colorize.main, opening("colorize", "colorize"),
-         "the following arguments are required: --input"),
+    Case("more samples to draw than the limit", glow.main, opening("sample", "glow", "--n", "100000000"),
+         "argument --n: must be an integer from 1 to 1024, got '100000000'"),
+    Case("sampling temperature beyond the limit", colorize.main,
+         opening("colorize", "colorize", "--input", "photo.jpg", "--temperature", "1e30"),
+         "argument --temperature: must be a finite number >= 0 and <= 10, got '1e30'"),
+    Case("PCA walk of more steps than the limit", mnist.main,
+         lambda f: ["pca", "--checkpoint", str(f.tmp / "none.pt"), "--steps", "100000000"],
+         "argument --steps: must be an integer from 1 to 64, got '100000000'"),
+    Case("PCA walk that would overflow", mnist.main,
+         lambda f: ["pca", "--checkpoint", str(f.tmp / "none.pt"), "--range", "1e308"],
+         "argument --range: must be a finite number > 0 and <= 100, got '1e308'"),
+    Case("sizes beyond the machine's memory", glow.main,
+         lambda f: ["bench", "--config", GLOW_TINY, "--shape", "3", "1000000", "1000000", "--steps", "1"],
+         "out of memory (an allocation of"),
     Case("required option missing", colorize.main, opening("colorize", "colorize"),
          "the following arguments are required: --input"),
     Case("unavailable device", colorize.main, opening("eval", "colorize", "--device", "cuda:64"),
@@ -461,10 +510,25 @@ CASES = [
     Case("output file of table is a folder", colorize.main,
          lambda f: ["table", "--checkpoint", str(f.colorize_checkpoint), "--input", "photos", "--out", str(f.tmp)],
          "is a folder, not a file; pass the path of the file to write"),
+    Case("output image without an image ending", mnist.main,
+         lambda f: ["transfer", "--checkpoint", str(f.mnist_checkpoint), "--out", str(f.tmp / "transfer")],
+         "does not end in an image format this figure can be written in"),
+    Case("output figure of table in a format it cannot be written in", colorize.main,
+         lambda f: ["table", "--checkpoint", str(f.colorize_checkpoint), "--input", "photos", "--out",
+                    str(f.tmp / "table.txt")],
+         "table.txt does not end in an image format this figure can be written in"),
     Case("classifier cache path is a folder", mnist.main,
          lambda f: ["eval", "--checkpoint", str(copied_run(f, "mnist") / "checkpoint.pt"), "--classifier",
                     str(empty(f.tmp / "cache"))],
          "cache is a folder, not a file; pass the path of the file to write"),
+    Case("output folder of colorize is its input folder", colorize.main, colorize_into(lambda photos: photos),
+         "is the --input folder: the next run on"),
+    Case("output folder of colorize inside its input folder", colorize.main,
+         colorize_into(lambda photos: photos / "colorized"), "lies inside the --input folder"),
+    Case("run directory inside the training photo folder", colorize.main,
+         lambda f: colorize_train("--data", str(photo_folder(f.tmp / "photos")), "--run_dir",
+                                  str(f.tmp / "photos" / "run"))(f),
+         "lies inside the data.path folder"),
     Case("output file inside a file", glow.main,  # cannot be created, even by root
          lambda f: ["upgrade", "--checkpoint", str(f.glow_checkpoint), "--out", str(f.glow_checkpoint / "up.pt")],
          "checkpoint.pt is a file, not a folder; choose another --out"),
@@ -497,6 +561,8 @@ CASES = [
          "could run code, so it was not loaded"),
     Case("checkpoint with non-finite weights", glow.main, eval_checkpoint(non_finite_checkpoint),
          "holds non-finite weights"),
+    Case("resume of a run whose weights diverged", glow.main,
+         lambda f: ["train", "--resume", "--run_dir", str(diverged_run(f))], "holds non-finite weights"),
     Case("resume with a changed config", glow.main,
          lambda f: ["train", "--resume", "--run_dir", str(f.glow_checkpoint.parent), "--train.lr=0.5"],
          "differs from the checkpoint's in train.lr; undo those changes or pass --force"),
@@ -507,6 +573,10 @@ CASES = [
     Case("classifier cache path holds a model's checkpoint", mnist.main,
          classifier_over_checkpoint,
          "is not a classifier cache but a checkpoint of the 'mnist' task; it was left as it is"),
+    Case("classifier cache path holds a text file", mnist.main,
+         lambda f: ["eval", "--checkpoint", str(f.mnist_checkpoint), "--classifier",
+                    str(written(f.tmp / "notes.txt", "hello"))],
+         "notes.txt is not a classifier cache (checkpoint"),
     # run directories
     Case("train into a folder that holds a run", glow.main,
          lambda f: ["train", "--run_dir", str(f.glow_checkpoint.parent)],
@@ -557,6 +627,84 @@ def test_a_refused_resume_writes_nothing(trained, tmp_path):
     with pytest.raises(SystemExit):
         run_command(glow.main, ["train", "--resume", "--force", "--run_dir", str(run_dir), "--model.n_levels=1"])
     assert {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()} == before
+
+
+@pytest.mark.parametrize("cache", ["text", "glow checkpoint", "named pipe"])
+def test_a_wrong_classifier_cache_is_refused_before_any_work(trained, tmp_path, capsys, cache):
+    fixtures = Fixtures(tmp_path, *trained)
+    path = {"text": lambda: written(tmp_path / "notes.txt", "hello"), "named pipe": lambda: fifo(tmp_path / "p"),
+            "glow checkpoint": lambda: fixtures.glow_checkpoint}[cache]()
+    run_dir = copied_run(fixtures, "mnist")
+    before = {file: file.read_bytes() for file in run_dir.rglob("*") if file.is_file()}
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(mnist.main, ["eval", "--checkpoint", str(run_dir / "checkpoint.pt"), "--classifier",
+                                 str(path)])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "is not a classifier cache" in err, err
+    assert out == ""  # no bits/dim line: refused before the evaluation, and before any classifier training
+    assert {file: file.read_bytes() for file in run_dir.rglob("*") if file.is_file()} == before
+    assert path.is_fifo() if cache == "named pipe" else path.read_bytes()
+
+
+NAN_COMMANDS = {  # every command that opens a model, with what else it requires; {tmp}: the test's folder
+    "glow": {"eval": [], "check": [], "sample": ["--out", "{tmp}/s"], "interpolate": [], "upgrade": ["--out",
+             "{tmp}/u.pt"], "export": ["--out", "{tmp}/e.pt"], "manipulate": ["--attribute", "0"]},
+    "mnist": {"eval": [], "check": [], "sample": ["--out", "{tmp}/s"], "transfer": [], "pca": [], "upgrade":
+              ["--out", "{tmp}/u.pt"], "export": ["--out", "{tmp}/e.pt"]},
+    "colorize": {"eval": [], "check": [], "colorize": ["--input", "photo.jpg", "--out", "{tmp}/c"],
+                 "table": ["--input", "photos", "--out", "{tmp}/t.png"], "upgrade": ["--out", "{tmp}/u.pt"],
+                 "export": ["--out", "{tmp}/e.pt"]},
+}
+TASK_MAINS = {"glow": glow, "mnist": mnist, "colorize": colorize}
+
+
+def commands_opening_a_checkpoint(task) -> set[str]:
+    subparsers = next(action for action in task.parser()._actions if action.dest == "command")
+    return {name for name, parser in subparsers.choices.items()
+            if any("--checkpoint" in action.option_strings for action in parser._actions)}
+
+
+@pytest.mark.parametrize("task", NAN_COMMANDS)
+def test_every_command_that_opens_a_model_is_listed(task):
+    tasks = {"glow": glow.GlowTask(), "mnist": mnist.ClassConditionalTask(), "colorize": colorize.ColorizeTask()}
+    assert commands_opening_a_checkpoint(tasks[task]) == set(NAN_COMMANDS[task])
+
+
+@pytest.mark.parametrize("task, command", [(task, command) for task, commands in NAN_COMMANDS.items()
+                                           for command in commands])
+def test_every_command_refuses_non_finite_weights(trained, tmp_path, capsys, task, command):
+    checkpoint = non_finite_checkpoint(Fixtures(tmp_path, *trained), task)
+    extra = [arg.format(tmp=tmp_path) for arg in NAN_COMMANDS[task][command]]
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(TASK_MAINS[task].main, [command, "--checkpoint", str(checkpoint), *extra])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "holds non-finite weights" in err, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]  # nothing written
+
+
+def test_the_library_loaders_refuse_non_finite_weights(trained, tmp_path):
+    fixtures = Fixtures(tmp_path, *trained)
+    for loader, checkpoint in ((cinn.load, "glow"), (cinn.load_trained, "mnist"), (load_colorizer, "colorize")):
+        with pytest.raises(CheckpointError, match=r"holds non-finite weights .* its training diverged"):
+            loader(non_finite_checkpoint(fixtures, checkpoint))
+
+
+def test_eval_limit_applies_to_every_measure_of_eval(trained, tmp_path, capsys):
+    photos = photo_folder(tmp_path / "photos", 2)
+    assert colorize.main(["eval", "--checkpoint", str(trained[1]), "--data", str(photos), "--limit", "1"]) == 0
+    header, bits, *measures = capsys.readouterr().out.splitlines()
+    assert header.endswith("only the first 1 (--limit):") and bits.endswith("(1 image)")
+    assert len(measures) == 4 and not any("±" in line for line in measures)  # of that one photo too, not both
+
+
+def test_a_pca_of_fewer_than_two_test_images_is_refused(trained, tmp_path, monkeypatch, capsys):
+    one_image = [(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.tensor(3))]
+    monkeypatch.setattr(mnist.ClassConditionalTask, "eval_data", lambda self, config, data: (one_image, "one"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(mnist.main, ["pca", "--checkpoint", str(trained[3]), "--out", str(tmp_path / "pca")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "the test split holds 1 image(s) and a PCA needs at least 2" in err, err
+    assert not (tmp_path / "pca").exists()
 
 
 def test_cuda_on_a_machine_without_it_is_refused(monkeypatch):

@@ -85,7 +85,9 @@ def test_a_checkpoint_of_the_earlier_format_opens_in_its_task_with_the_same_mode
     run = TASKS[name].open(FORMAT1 / f"{name}.pt", torch.device("cpu"))
     with torch.no_grad():
         log_prob = run.model.log_prob(REFERENCE[name]["x"], REFERENCE[name]["c"])
-    assert torch.equal(log_prob, REFERENCE[name]["log_prob"])
+    # The reference was computed on another CPU type, whose vector kernels sum in another order: a few float32
+    # ulps apart (2.4e-4 of 1,199 nats on an AMD Zen 5). Another model or lost weights differ by whole nats.
+    torch.testing.assert_close(log_prob, REFERENCE[name]["log_prob"], rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("name", TASKS)

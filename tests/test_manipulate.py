@@ -254,7 +254,7 @@ def folder_checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("folder")
     for index in range(16):
         Image.new("L", (8, 8), 10 * index).save(folder / f"{index:02d}.png")
-    run_dir = folder / "run"
+    run_dir = tmp_path_factory.mktemp("folder_run") / "run"  # not inside the data: its figures would be read
     assert glow.main(["train", "--config", "configs/glow/tiny.yaml", "--data.dataset", str(folder),
                       "--data.image_size=8", "--data.channels=1", "--run_dir", str(run_dir), "--train.steps=2",
                       "--train.init_batch_size=16"]) == 0

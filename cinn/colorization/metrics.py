@@ -202,11 +202,14 @@ def sample_metrics(model: ColorModel, dataset: Dataset, *, ab_downsample: int = 
 
 
 def rmse_summary(values: Tensor) -> str:
-    """``mean ± standard error`` of per-photo values, for printing.
+    """``mean ± standard error`` of per-photo values, for printing; of one photo, its value alone (one value has
+    no spread, and its ``std`` would print ``± nan``).
 
     Example:
         >>> rmse_summary(torch.tensor([1.0, 2.0, 3.0]))
         '2.00 ± 0.58'
+        >>> rmse_summary(torch.tensor([4.0]))
+        '4.00'
     """
     if len(values) < 2:
         return f"{values.mean().item():.2f}"

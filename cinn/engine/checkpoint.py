@@ -150,11 +150,12 @@ def trained_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state["ema"].items() if key.startswith("module.")}
 
 
-def require_finite_weights(model: nn.Module, path: str | Path) -> None:
-    """Refuse (a :class:`CheckpointError`) the trained ``model`` of the checkpoint ``path`` when any of its
-    weights is NaN or infinite."""
-    broken = [name for name, value in model.state_dict().items()
-              if value.is_floating_point() and not torch.isfinite(value).all()]
+def require_finite_weights(weights: nn.Module | dict[str, Any], path: str | Path) -> None:
+    """Refuse (a :class:`CheckpointError`) the trained model (or the state dict ``weights``) of the checkpoint
+    ``path`` when any of its weights is NaN or infinite."""
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    broken = [name for name, value in state.items()
+              if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
     if broken:
         raise CheckpointError(f"{path} holds non-finite weights (NaN or inf in {len(broken)} tensor(s), first "
                               f"{broken[0]}): its training diverged; go back to an earlier checkpoint or retrain "
@@ -177,7 +178,9 @@ class TrainedModel:
 
 
 def rebuild_model(state: dict[str, Any], path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained model of a loaded checkpoint (its EMA weights when the run kept them), in eval mode."""
+    """The trained model of a loaded checkpoint (its EMA weights when the run kept them), in eval mode; weights
+    that are NaN or infinite are a :class:`CheckpointError` (:func:`require_finite_weights`), so no command and
+    no caller of :func:`load` gets a model that silently computes NaN."""
     if state.get("format") == LEGACY_FORMAT:
         task = state.get("task", "TASK")
         raise CheckpointError(f"{path} was written by an earlier cinn (format {LEGACY_FORMAT}), which does not "
@@ -191,6 +194,7 @@ def rebuild_model(state: dict[str, Any], path: str | Path, device: str | torch.d
         reason = (str(error).strip().splitlines() or ["no details"])[0][:200]
         raise CheckpointError(f"{path} describes a model that cannot be rebuilt ({type(error).__name__}: "
                               f"{reason}); it was written by cinn {state.get('cinn_version', '?')}") from None
+    require_finite_weights(model, path)
     return model.to(device).eval()
 
 
@@ -210,7 +214,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained model of any task's checkpoint, rebuilt from the file alone, in eval mode.
+    """The trained model of any task's checkpoint, rebuilt from the file alone, in eval mode. A file that is not
+    a readable cinn checkpoint, or whose weights are NaN or infinite, is a one-line :class:`CheckpointError`.
 
     Example:
         >>> flow = cinn.load("runs/glow_fashion_mnist/checkpoint.pt")   # doctest: +SKIP
