@@ -34,7 +34,7 @@ from cinn.latent import attribute_direction, interpolate_latents, manipulate
 from cinn.models import build_glow
 from cinn.models.flow import Condition
 from cinn.models.registry import model_spec
-from cinn.task import Command, ImageDataConfig, Task
+from cinn.task import MAX_BLOCKS, Command, ImageDataConfig, Task
 from cinn.viz import save_grid
 
 
@@ -64,6 +64,9 @@ class ModelConfig:
     def validate(self) -> None:
         if self.n_levels < 1 or self.steps_per_level < 1 or self.hidden_channels < 1:
             raise ConfigError("model.n_levels, model.steps_per_level and model.hidden_channels must be positive")
+        if self.n_levels * self.steps_per_level > MAX_BLOCKS:
+            raise ConfigError(f"model.n_levels x model.steps_per_level must be at most {MAX_BLOCKS} flow steps, "
+                              f"got {self.n_levels} x {self.steps_per_level}")
 
 
 @dataclass

@@ -390,6 +390,8 @@ CASES = [
          "data.image_size must be at most 4096, got 1000000"),
     Case("more couplings than the limit", mnist.main, mnist_train(None, "--model.n_blocks=100000000"),
          "model.n_blocks must be at most 1024, got 100000000"),
+    Case("more Glow flow steps than the limit", glow.main, glow_train("--model.steps_per_level=100000000"),
+         "model.n_levels x model.steps_per_level must be at most 1024 flow steps"),
     Case("zero batch size", colorize.main, colorize_train("--train.batch_size=0"),
          "train.batch_size must be positive"),
     Case("negative learning rate", mnist.main, mnist_train(None, "--train.lr=-0.001"),
