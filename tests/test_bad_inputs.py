@@ -616,6 +616,25 @@ def test_bad_input_gives_one_clear_line_and_an_exit_code(case, trained, tmp_path
     assert not (tmp_path / "code_ran").exists()
 
 
+IN_SUBPROCESSES = ["infinite weight decay", "more couplings than the limit", "truncated MNIST file",
+                   "NaN sampling temperature", "more interpolation pairs than test images",
+                   "classifier cache path holds a text file"]
+"""One case of each kind (a config value, a bound, damaged data, an option, an option against the data, a file
+that must not be overwritten), also run as ``python -m tasks.X`` in a process of its own: the exit code and
+the one line on stderr are what the process boundary shows."""
+
+
+@pytest.mark.parametrize("name", IN_SUBPROCESSES)
+def test_bad_input_gives_one_line_and_exit_code_2_from_a_real_process(name, trained, tmp_path):
+    case = next(case for case in CASES if case.name == name)
+    module = {colorize.main: "tasks.colorize", glow.main: "tasks.glow", mnist.main: "tasks.mnist"}[case.main]
+    result = subprocess.run([sys.executable, "-m", module, *case.args(Fixtures(tmp_path, *trained))], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == case.code, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert case.message in result.stderr
+
+
 def test_every_case_is_in_the_troubleshooting_table():
     page = (ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
     table = page[page.index("## Mistakes in the input"):]
