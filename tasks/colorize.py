@@ -68,6 +68,7 @@ from cinn.data import (
     split_dataset,
     square_photos,
 )
+from cinn.data.images import MAX_ASPECT_RATIO, MAX_PIXELS
 from cinn.engine import TrainConfig, resolve_device
 from cinn.task import MAX_IMAGE_SIZE, CinnModelConfig, Command, Task, TrainedRun, first_items
 from cinn.viz import save_grid, save_image_table
@@ -298,7 +299,10 @@ class ColorizeTask(Task[ColorizeConfig]):
 
     def commands(self) -> list[Command]:
         def arguments(parser: argparse.ArgumentParser) -> None:
-            parser.add_argument("--input", type=Path, required=True, help="a photo or a folder of photos")
+            parser.add_argument("--input", type=Path, required=True,
+                                help=f"a photo or a folder of photos (each at most {MAX_PIXELS / 1e6:.0f} "
+                                     f"megapixels, sides at most {MAX_ASPECT_RATIO}:1; memory grows with the "
+                                     "photo's pixels)")
             parser.add_argument("--samples", type=int_in_range(1, MAX_SAMPLES), default=8,
                                 help=f"colourings per photo, {SAMPLES_LIMIT}; for more, run again with another "
                                      "--seed")
