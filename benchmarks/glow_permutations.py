@@ -13,7 +13,8 @@ changed: ``fashion-mnist`` (the default), configs/glow/fashion_mnist.yaml (K=16,
 configs/glow/cifar10.yaml (the paper's K=32, L=3, width 512, Adamax 1e-3, EMA weights; for a GPU); ``tiny``,
 configs/glow/tiny.yaml. Every run trains the same number of steps (``--steps``, with no time budget, so that
 the results do not depend on the machine's speed), once per seed of ``--seeds`` (the seed also draws the
-shuffles), as ``python -m tasks.glow train`` in a process of its own with OMP_NUM_THREADS=1, ``--jobs`` at a time.
+shuffles), as ``python -m tasks.glow train`` in a process of its own with OMP_NUM_THREADS=1, ``--jobs`` at a time
+(:mod:`cinn.experiment`).
 A run is trained to the first step of ``--eval-at``, evaluated, then resumed (``--resume`` with a larger
 ``train.steps``, a change the task kernel allows) to the next step, and so on. That ends with the same weights
 as one run trained straight to the budget: every step's randomness is a function of (seed, step), and the
@@ -47,11 +48,8 @@ import json
 import math
 import os
 import shlex
-import subprocess
 import sys
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -60,9 +58,18 @@ import torch
 from matplotlib.figure import Figure
 
 from cinn import cli
-from cinn.config import ConfigError, load_config
+from cinn.config import load_config
 from cinn.engine import evaluate_bits_per_dim, resolve_device
-from cinn.engine.checkpoint import CHECKPOINT_NAME
+from cinn.experiment import (
+    Evaluate,
+    Experiment,
+    Run,
+    check_step,
+    evenly_spaced,
+    int_list,
+    refuse_stretching_schedule,
+    train_and_evaluate,
+)
 from cinn.machine import cpu_description
 from cinn.models.glow import GlowCoupling, GlowPermutation
 from tasks.glow import GlowConfig, GlowTask
@@ -95,47 +102,28 @@ COLOURS = {"reverse": "tab:red", "shuffle": "tab:green", "lu": "tab:blue", "plai
 LINE_STYLES = {"affine": "-", "additive": "--"}
 EVALUATIONS = 5
 """Evaluation steps spread evenly up to the budget when ``--eval-at`` is not given."""
-RECORD_NAME = "test_bpd.json"
-"""A run's evaluations, in its run directory."""
 
 
 @dataclass(frozen=True)
-class Run:
-    """One training run: a variant (permutation, coupling) and a seed."""
+class Variant:
+    """A way to mix channels and a coupling, trained with one seed."""
 
     permutation: str
     coupling: str
     seed: int
 
     @property
-    def variant(self) -> str:
+    def name(self) -> str:
         return f"{self.permutation}-{self.coupling}"
 
-    @property
-    def name(self) -> str:
-        return f"{self.variant}-seed{self.seed}"
+    def run(self, eval_at: Sequence[int]) -> Run:
+        overrides = (f"--model.permutation={self.permutation}", f"--model.coupling={self.coupling}",
+                     f"--train.seed={self.seed}")
+        return Run(f"{self.name}-seed{self.seed}", overrides, tuple(eval_at))
 
-
-@dataclass(frozen=True)
-class Experiment:
-    """The settings every run of one call shares."""
-
-    setting: str
-    config: Path
-    steps: int
-    eval_at: tuple[int, ...]
-    """ascending, the last is ``steps``"""
-    test_images: int
-    out: Path
-    device: str
-    """as given (the runs' ``train.device``)"""
-    data_root: str | None
-
-    def run_dir(self, run: Run) -> Path:
-        return self.out / "runs" / run.name
-
-    def log(self, run: Run) -> Path:
-        return self.out / "logs" / f"{run.name}.log"
+    def header(self, setting: str, test_images: int) -> dict[str, Any]:
+        return {"variant": self.name, "permutation": self.permutation, "coupling": self.coupling,
+                "seed": self.seed, "setting": setting, "test_images": test_images}
 
 
 def variant_list(text: str) -> list[str]:
@@ -148,19 +136,6 @@ def variant_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(map(repr, unknown))}; choose from "
                                          f"{', '.join(allowed)}")
     return list(dict.fromkeys(names))
-
-
-def int_list(low: int) -> Callable[[str], list[int]]:
-    """An argparse ``type``: comma-separated integers >= ``low``, returned sorted and without repeats."""
-    integer = cli.int_in_range(low)
-
-    def parse(text: str) -> list[int]:
-        try:
-            return sorted({integer(part) for part in text.split(",")})
-        except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(f"must be comma-separated integers >= {low}, got {text!r}") from None
-
-    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -187,126 +162,20 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def evenly_spaced(steps: int) -> list[int]:
-    """``EVALUATIONS`` steps spread evenly up to ``steps`` (fewer when ``steps`` is smaller)."""
-    return sorted({steps * k // EVALUATIONS for k in range(1, EVALUATIONS + 1)} - {0})
-
-
-def train_command(experiment: Experiment, run: Run, steps: int, resume: bool) -> list[str]:
-    """``python -m tasks.glow train`` for ``run`` up to ``steps``: continuing its checkpoint (``resume``), or
-    from scratch. The whole config is given either way, so that the task refuses to resume a run whose config
-    has changed since."""
-    data = [] if experiment.data_root is None else [f"--data.root={experiment.data_root}"]
-    return [sys.executable, "-m", "tasks.glow", "train", "--config", str(experiment.config),
-            "--resume" if resume else "--overwrite", "--run_dir", str(experiment.run_dir(run)),
-            f"--model.permutation={run.permutation}", f"--model.coupling={run.coupling}",
-            f"--train.seed={run.seed}", f"--train.steps={steps}", "--train.max_minutes=null",
-            "--train.eval_every=0", f"--train.device={experiment.device}", *data]
-
-
-def train(experiment: Experiment, run: Run, steps: int, resume: bool) -> None:
-    """Train ``run`` to ``steps`` in a process of its own with one thread, its output appended to its log."""
-    log = experiment.log(run)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = train_command(experiment, run, steps, resume)
-    with open(log, "a") as file:
-        file.write(f"$ OMP_NUM_THREADS=1 {shlex.join(command)}\n")
-        file.flush()
-        code = subprocess.run(command, stdout=file, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
-    if code != 0:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        raise ConfigError(f"{run.name}: training to step {steps} failed (exit code {code}: {lines[-1]}); its log "
-                          f"is {log}")
-
-
-def evaluate(checkpoint: Path, step: int, test_images: int, device: torch.device) -> dict[str, float]:
-    """The task's ``eval`` of ``checkpoint``, which must be at ``step``, on the first ``test_images`` test
-    images: mean bits/dim, its standard error, the count, the median and the worst image."""
+def evaluator(test_images: int, device: torch.device) -> Evaluate:
+    """The task's ``eval`` of a run's checkpoint on the first ``test_images`` test images: mean bits/dim, its
+    standard error, the count, the median and the worst image."""
     task = GlowTask()
-    trained = task.open(checkpoint, device)
-    if trained.state["step"] != step:
-        raise ConfigError(f"{checkpoint} is at step {trained.state['step']} after training to step {step}: it was "
-                          "stopped early (see its log) or trained past that step by an earlier call; run the same "
-                          "command again to continue, or choose another --out")
-    test_set, _ = task.eval_data(trained.config, None)
-    objective = task.objective(trained.config, train=False)
-    result = evaluate_bits_per_dim(trained.model, test_set, objective, batch_size=task.eval_batch_size,
-                                   device=device, limit=test_images, progress=False)
-    return {"step": step, **result._asdict()}
 
+    def evaluate(run: Run, checkpoint: Path, step: int) -> dict[str, Any]:
+        trained = task.open(checkpoint, device)
+        check_step(checkpoint, trained.state["step"], step)
+        test_set, _ = task.eval_data(trained.config, None)
+        objective = task.objective(trained.config, train=False)
+        return evaluate_bits_per_dim(trained.model, test_set, objective, batch_size=task.eval_batch_size,
+                                     device=device, limit=test_images, progress=False)._asdict()
 
-def read_record(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / RECORD_NAME
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    temporary = run_dir / f".{RECORD_NAME}.tmp"
-    temporary.write_text(json.dumps(record, indent=1))
-    os.replace(temporary, run_dir / RECORD_NAME)
-
-
-def evaluated_steps(record: dict[str, Any] | None) -> set[int]:
-    return set() if record is None else {evaluation["step"] for evaluation in record["evaluations"]}
-
-
-def complete(experiment: Experiment, run: Run, device: torch.device, stopping: threading.Event) -> dict[str, Any]:
-    """Train and evaluate ``run`` at every step of the experiment it has no evaluation of yet; return its
-    record (``stopping``: start no further training)."""
-    run_dir = experiment.run_dir(run)
-    checkpoint = run_dir / CHECKPOINT_NAME
-    record = read_record(run_dir) if checkpoint.exists() else None  # without one, evaluations are of a lost run
-    record = record or {"variant": run.variant, "permutation": run.permutation, "coupling": run.coupling,
-                        "seed": run.seed, "setting": experiment.setting, "test_images": experiment.test_images,
-                        "evaluations": []}
-    for step in sorted(set(experiment.eval_at) - evaluated_steps(record)):
-        if stopping.is_set():
-            break
-        train(experiment, run, step, resume=checkpoint.exists())
-        record["evaluations"] = sorted([*record["evaluations"],
-                                        evaluate(checkpoint, step, experiment.test_images, device)],
-                                       key=lambda evaluation: evaluation["step"])
-        write_record(run_dir, record)
-        print(f"{run.name}: step {step}: {record['evaluations'][-1]['mean']:.4f} test bits/dim", flush=True)
-    return record
-
-
-def refuse_inconsistent(experiment: Experiment, run: Run, record: dict[str, Any]) -> None:
-    """One-line errors for a run in ``--out`` whose evaluations cannot join this call's."""
-    for key, value in (("setting", experiment.setting), ("test_images", experiment.test_images)):
-        if record[key] != value:
-            option = "--" + key.replace("_", "-")
-            raise ConfigError(f"{experiment.run_dir(run)} holds evaluations with {option} {record[key]}, not "
-                              f"{value}; give {option} {record[key]} or choose another --out")
-    done = evaluated_steps(record)
-    missing = sorted(set(experiment.eval_at) - done)
-    if missing and done and missing[0] < max(done):
-        raise ConfigError(f"--eval-at {missing[0]}: {experiment.run_dir(run)} is already trained past that step "
-                          f"(evaluated at {', '.join(map(str, sorted(done)))}); evaluation steps can only be "
-                          "added after a run's last one, or choose another --out")
-
-
-def train_and_evaluate(experiment: Experiment, runs: list[Run], jobs: int,
-                       device: torch.device) -> dict[Run, dict[str, Any]]:
-    """:func:`complete` every run, ``jobs`` at a time; the runs that fail do not stop the others, and their
-    first error is raised once the others are done."""
-    stopping, records, failures = threading.Event(), {}, []
-    pool = ThreadPoolExecutor(jobs)
-    futures = {pool.submit(complete, experiment, run, device, stopping): run for run in runs}
-    try:
-        for future in as_completed(futures):
-            try:
-                records[futures[future]] = future.result()
-            except cli.USER_ERRORS as error:
-                failures.append(str(error))
-    finally:  # on Ctrl-C (which the training processes get as well) no further run or step is started
-        stopping.set()
-        pool.shutdown(cancel_futures=True)
-    if failures:
-        raise ConfigError(f"{len(failures)} of {len(runs)} runs failed, the first: {failures[0]}; run the same "
-                          "command again to continue")
-    return records
+    return evaluate
 
 
 def summarize(records: list[dict[str, Any]], variants: list[str], eval_at: Sequence[int]) -> list[dict[str, Any]]:
@@ -396,40 +265,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.error(f"argument --eval-at: {args.eval_at[-1]} is beyond the budget, --steps {steps}")
     config = load_config(GlowConfig, setting.config,
                          [] if args.data_root is None else [f"--data.root={args.data_root}"])
-    if config.train.lr_decay != "none":
-        raise ConfigError(f"{setting.config} sets train.lr_decay={config.train.lr_decay}, whose schedule "
-                          "stretches with train.steps, so a run resumed from one evaluation step to the next "
-                          "would not be one run to the budget; remove it")
-    eval_at = tuple(sorted({*(args.eval_at or evenly_spaced(steps)), steps}))
-    experiment = Experiment(args.setting, setting.config, steps, eval_at, args.test_images,
-                            args.out or setting.out, args.device, args.data_root)
+    refuse_stretching_schedule(setting.config, config.train.lr_decay)
+    eval_at = sorted({*(args.eval_at or evenly_spaced(steps, EVALUATIONS)), steps})
+    experiment = Experiment("glow", setting.config, args.out or setting.out, args.device, args.data_root)
     device = resolve_device(args.device)
     torch.set_num_threads(1)  # the evaluations, one run per thread
-    runs = [Run(*variant.split("-"), seed) for variant in args.variants for seed in args.seeds]
-    records = {run: read_record(experiment.run_dir(run)) for run in runs}
-    for run, record in records.items():
-        if record is not None:
-            refuse_inconsistent(experiment, run, record)
-    pending = [run for run in runs if not set(experiment.eval_at) <= evaluated_steps(records[run])]
+    variants = {Variant(*name.split("-"), seed).run(eval_at): Variant(*name.split("-"), seed)
+                for name in args.variants for seed in args.seeds}
     jobs = args.jobs or ((os.cpu_count() or 1) if device.type == "cpu" else 1)
-    print(f"runs: {len(runs)} ({','.join(args.variants)} x seeds {','.join(map(str, args.seeds))}) of "
+    print(f"runs: {len(variants)} ({','.join(args.variants)} x seeds {','.join(map(str, args.seeds))}) of "
           f"{setting.config.name}, {steps} steps each, test bits/dim of {args.test_images} test images at steps "
-          f"{','.join(map(str, experiment.eval_at))}, in {experiment.out}; {len(pending)} to train or evaluate"
-          + (f", {jobs} at a time" if pending else ""), flush=True)
-    if pending:
-        records.update(train_and_evaluate(experiment, pending, jobs, device))
-
+          f"{','.join(map(str, eval_at))}, in {experiment.out}", flush=True)
+    records = train_and_evaluate(experiment, list(variants), evaluator(args.test_images, device),
+                                 lambda run: variants[run].header(args.setting, args.test_images), jobs,
+                                 lambda run, evaluation: f"{evaluation['mean']:.4f} test bits/dim")
     command = shlex.join(["python", "benchmarks/glow_permutations.py", *(sys.argv[1:] if argv is None else argv)])
-    print("\n".join(write_results(experiment, config, [records[run] for run in runs], args.variants, args.seeds,
-                                   command, device)))
+    print("\n".join(write_results(experiment, args.setting, config, steps, eval_at, list(records.values()),
+                                   args.variants, args.seeds, command, device)))
     return 0
 
 
-def write_results(experiment: Experiment, config: GlowConfig, records: list[dict[str, Any]], variants: list[str],
-                  seeds: list[int], command: str, device: torch.device) -> list[str]:
+def write_results(experiment: Experiment, setting: str, config: GlowConfig, steps: int, eval_at: Sequence[int],
+                  records: list[dict[str, Any]], variants: list[str], seeds: list[int], command: str,
+                  device: torch.device) -> list[str]:
     """Write the figure, ``results.md`` and ``results.json`` of the finished ``records`` into ``--out``;
     return the lines to print."""
-    summary = summarize(records, variants, experiment.eval_at)
+    summary = summarize(records, variants, eval_at)
     orderings = paper_orderings(summary)
     verdicts = [entry["text"] for entry in orderings] or ["these variants check none of the paper's orderings"]
     machine = cpu_description() + (f"; {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
@@ -439,14 +300,14 @@ def write_results(experiment: Experiment, config: GlowConfig, records: list[dict
     out = experiment.out
     out.mkdir(parents=True, exist_ok=True)
     plot(summary, out / "nll_vs_steps.png", title)
-    results = [*table(summary, experiment.steps), "", *(f"- {verdict}" for verdict in verdicts)]
+    results = [*table(summary, steps), "", *(f"- {verdict}" for verdict in verdicts)]
     markdown = [f"# {title}", "", f"    {command}", "", f"Machine: {machine}, torch {torch.__version__}.", "",
                 *results, "", "![test bits/dim against training steps](nll_vs_steps.png)"]
     (out / "results.md").write_text("\n".join(markdown) + "\n")
     (out / "results.json").write_text(json.dumps({
-        "command": command, "machine": machine, "torch": torch.__version__, "setting": experiment.setting,
+        "command": command, "machine": machine, "torch": torch.__version__, "setting": setting,
         "config": str(experiment.config), "dataset": config.data.dataset, "batch_size": config.train.batch_size,
-        "steps": experiment.steps, "eval_at": list(experiment.eval_at), "test_images": count, "seeds": seeds,
+        "steps": steps, "eval_at": list(eval_at), "test_images": count, "seeds": seeds,
         "variants": variants, "summary": summary, "paper_orderings": orderings, "runs": records}, indent=1))
     return [title, *results, f"machine: {machine}", command,
             f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'nll_vs_steps.png'}"]

@@ -80,6 +80,8 @@ class ModelConfig(CinnModelConfig):
     """fc: width of the coupling subnets"""
     permutation: Literal["shuffle", "orthogonal"] = "shuffle"
     """fc: a hard shuffle (the paper) or orthogonal mixing (robust to outliers, slower to learn)"""
+    class_affine: Literal["none", "input", "latent"] = "none"
+    """fc: a per-class, per-dimension affine map (zero-initialised) at the input or before the latent"""
 
     def validate(self) -> None:
         super().validate()
@@ -142,7 +144,8 @@ class ClassConditionalTask(Task[MnistConfig]):
         if model.architecture == "fc":
             return model_spec(build_cinn_fc, input_shape=shape, n_classes=n_classes, n_blocks=model.n_blocks,
                               hidden_features=model.hidden_features, clamp=model.clamp, actnorm=model.actnorm,
-                              permutation=model.permutation, seed=config.train.seed)
+                              permutation=model.permutation, seed=config.train.seed,
+                              class_affine=model.class_affine)
         return model_spec(build_cinn, input_shape=shape, condition_shape=[n_classes], n_levels=model.n_levels,
                           blocks_per_level=model.blocks_per_level, hidden_channels=model.hidden_channels,
                           clamp=model.clamp, split_prior=model.split_prior, actnorm=model.actnorm,

@@ -19,6 +19,7 @@ from mnist_fixture import write_mnist_fixture
 
 from cinn.cli import run_command
 from cinn.engine import load_checkpoint
+from cinn.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "glow_permutations.py"
@@ -60,12 +61,11 @@ class TinyExperiment:
 def experiment(data_root, tmp_path_factory) -> TinyExperiment:
     # the straight run first: it times the memory layout, and the experiment's run of the same model reads it from
     # the cache (parallel runs of two models may overwrite each other's cache entries, and then time again)
-    run = permutations.Run("lu", "affine", 0)
-    straight = permutations.Experiment(setting="tiny", config=permutations.SETTINGS["tiny"].config, steps=2,
-                                       eval_at=(2,), test_images=8, out=tmp_path_factory.mktemp("straight"),
-                                       device="cpu", data_root=str(data_root))
-    result = subprocess.run(permutations.train_command(straight, run, 2, resume=False), capture_output=True,
-                            text=True, timeout=120, env=ENV)
+    run = permutations.Variant("lu", "affine", 0).run([2])
+    straight = Experiment("glow", permutations.SETTINGS["tiny"].config, tmp_path_factory.mktemp("straight"),
+                          device="cpu", data_root=str(data_root))
+    result = subprocess.run(straight.train_command(run, 2, resume=False), capture_output=True, text=True,
+                            timeout=120, env=ENV)
     assert result.returncode == 0, result.stderr
     out = tmp_path_factory.mktemp("experiment")
     result = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(data_root, out)], capture_output=True,
@@ -116,7 +116,7 @@ def test_a_second_call_trains_and_evaluates_nothing_again(experiment, in_process
     with pytest.raises(SystemExit) as exit_info:
         in_process(out)
     assert exit_info.value.code == 0
-    assert "0 to train or evaluate" in capsys.readouterr().out
+    assert "0 of 2 runs to train or evaluate" in capsys.readouterr().out
     assert len(checkpoints) == 2
     assert checkpoints == {path: path.stat().st_mtime_ns for path in checkpoints}
     assert json.loads((out / "results.json").read_text())["runs"] == runs
@@ -127,7 +127,7 @@ def test_a_second_call_trains_and_evaluates_nothing_again(experiment, in_process
     (["--eval-at", "0"], "--eval-at: must be comma-separated integers >= 1, got '0'"),
     (["--eval-at", "1,x"], "--eval-at: must be comma-separated integers >= 1, got '1,x'"),
     (["--eval-at", "5"], "--eval-at: 5 is beyond the budget, --steps 2"),
-    (["--test-images", "4"], "holds evaluations with --test-images 8, not 4"),
+    (["--test-images", "4"], "holds evaluations with test_images 8, not 4; give --test-images 8"),
 ])
 def test_bad_options_are_one_line_errors(experiment, in_process, capsys, extra, message):
     out = experiment.out

@@ -14,6 +14,7 @@ from cinn.blocks import (
     CouplingMap,
     CouplingTransform,
     HaarDownsampling,
+    LearnedPrior,
     OrthogonalPermutation,
     Split,
     conv_subnet,
@@ -104,7 +105,8 @@ def condition_scale_steps(condition_shape: Sequence[int], input_shape: Sequence[
 def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int = 24,
                   hidden_features: int = 512, clamp: float = 1.5, actnorm: bool = False,
                   permutation: Literal["shuffle", "orthogonal"] = "shuffle", seed: int = 0,
-                  coupling: CouplingMap | CouplingTransform = "affine_soft_clamp") -> Flow:
+                  coupling: CouplingMap | CouplingTransform = "affine_soft_clamp",
+                  class_affine: Literal["none", "input", "latent"] = "none") -> Flow:
     r"""The cINN paper's MNIST model: flatten → ``n_blocks`` × [fixed random permutation →
     conditional affine coupling (soft clamp, both halves, one hidden layer of ``hidden_features``)].
 
@@ -127,6 +129,8 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
     flow = Flow(input_shape, condition_shapes=[(n_classes,)], condition_net=OneHot(n_classes))
     if len(input_shape) > 1:
         flow.append(Flatten)
+    if class_affine == "input":
+        flow.append(LearnedPrior, condition=0, learn_top=False)
     subnet = fc_subnet(hidden_features)
     transform = coupling_map(coupling, clamp=clamp)
     for block in range(n_blocks):
@@ -139,4 +143,6 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
         if actnorm:
             flow.append(ActNorm)
         flow.append(CouplingBlock, condition=0, subnet_constructor=subnet, transform=transform, two_sided=True)
+    if class_affine == "latent":
+        flow.append(LearnedPrior, condition=0, learn_top=False)
     return flow
