@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from cinn.classifier import cached_classifier, class_consistency, load_classifier_cache
+from cinn.classifier import ImageClassifier, cached_classifier, class_consistency, load_classifier_cache
 from cinn.cli import (
     MAX_TEMPERATURE,
     float_in_range,
@@ -82,6 +82,8 @@ class ModelConfig(CinnModelConfig):
     """fc: a hard shuffle (the paper) or orthogonal mixing (robust to outliers, slower to learn)"""
     class_affine: Literal["none", "input", "latent"] = "none"
     """fc: a per-class, per-dimension affine map (zero-initialised) at the input or before the latent"""
+    heavy_tails: bool = False
+    """fc: end in ε = asinh(u) (heavy-tailed latent: bounded cost for inputs far from the training data)"""
 
     def validate(self) -> None:
         super().validate()
@@ -145,7 +147,7 @@ class ClassConditionalTask(Task[MnistConfig]):
             return model_spec(build_cinn_fc, input_shape=shape, n_classes=n_classes, n_blocks=model.n_blocks,
                               hidden_features=model.hidden_features, clamp=model.clamp, actnorm=model.actnorm,
                               permutation=model.permutation, seed=config.train.seed,
-                              class_affine=model.class_affine)
+                              class_affine=model.class_affine, heavy_tails=model.heavy_tails)
         return model_spec(build_cinn, input_shape=shape, condition_shape=[n_classes], n_levels=model.n_levels,
                           blocks_per_level=model.blocks_per_level, hidden_channels=model.hidden_channels,
                           clamp=model.clamp, split_prior=model.split_prior, actnorm=model.actnorm,
@@ -187,20 +189,36 @@ class ClassConditionalTask(Task[MnistConfig]):
         else:
             load_classifier_cache(cache)
 
-    def report(self, run: TrainedRun[MnistConfig], eval_set, args) -> None:
+    def judging_classifier(self, run: TrainedRun[MnistConfig], eval_set, cache: Path, data_root: str | None,
+                           seed: int) -> tuple[ImageClassifier, float]:
+        """The classifier that judges class consistency (trained on the run's training split, cached at
+        ``cache``) and its accuracy on ``eval_set``."""
+        config = run.config
+        return cached_classifier(cache, self.split(config, train=True, root=data_root), eval_set,
+                                 run.conventions["n_classes"], epochs=config.eval.classifier_epochs, seed=seed,
+                                 device=run.device)
+
+    def consistency(self, run: TrainedRun[MnistConfig], classifier: ImageClassifier,
+                    seed: int) -> tuple[float, Tensor]:
+        """Class consistency: the fraction of ``eval.samples_per_class`` samples per label, drawn at
+        ``eval.temperature`` (generator seeded with ``seed``), that ``classifier`` assigns to their label; and
+        that fraction per label."""
         config, n_classes = run.config, run.conventions["n_classes"]
-        classifier, accuracy = cached_classifier(self.classifier_cache(args),
-                                                 self.split(config, train=True, root=args.data), eval_set,
-                                                 n_classes, epochs=config.eval.classifier_epochs, seed=args.seed,
-                                                 device=run.device)
-        generator = torch.Generator(run.device).manual_seed(args.seed)
+        generator = torch.Generator(run.device).manual_seed(seed)
         with torch.no_grad():
             samples, _ = self.sample_images(run.model, run.conventions, config.eval.samples_per_class,
                                             config.eval.temperature, generator)
-        labels = class_rows(config.eval.samples_per_class, n_classes, run.device)
-        consistency, per_class = class_consistency(classifier, samples, labels)
-        error = math.sqrt(consistency * (1 - consistency) / len(labels))
-        print(f"class consistency: {consistency:.1%} ± {error:.1%} of {len(labels)} samples at temperature "
+        return class_consistency(classifier, samples, class_rows(config.eval.samples_per_class, n_classes,
+                                                                 run.device))
+
+    def report(self, run: TrainedRun[MnistConfig], eval_set, args) -> None:
+        config = run.config
+        classifier, accuracy = self.judging_classifier(run, eval_set, self.classifier_cache(args), args.data,
+                                                       args.seed)
+        consistency, per_class = self.consistency(run, classifier, args.seed)
+        count = config.eval.samples_per_class * run.conventions["n_classes"]
+        error = math.sqrt(consistency * (1 - consistency) / count)
+        print(f"class consistency: {consistency:.1%} ± {error:.1%} of {count} samples at temperature "
               f"{config.eval.temperature} (classifier test accuracy {accuracy:.1%})")
         print("  per class: " + ", ".join(f"{k}: {value:.0%}" for k, value in enumerate(per_class.tolist())))
 

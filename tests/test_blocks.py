@@ -18,6 +18,7 @@ from invertibility import brute_force_log_det, max_abs_difference, perturb_
 from cinn.blocks import (
     ActNorm,
     Additive,
+    AsinhTails,
     ChannelPermutation,
     CouplingBlock,
     CouplingMap,
@@ -129,6 +130,8 @@ BLOCK_CASES = [
     BlockCase("learned_prior", LearnedPrior, (4, 2, 2)),
     BlockCase("learned_prior_class_conditional", LearnedPrior, (4, 2, 2), [(3,)]),
     BlockCase("class_prior_only", LearnedPrior, (3,), [(2,)], kwargs={"learn_top": False}),
+    BlockCase("asinh_tails", AsinhTails, (2, 3, 3)),
+    BlockCase("asinh_tails_flat", AsinhTails, (5,)),
 ]
 CONDITIONAL_CASES = [case for case in BLOCK_CASES if case.condition_shapes]
 by_name: Callable[[BlockCase], str] = lambda case: case.name  # noqa: E731

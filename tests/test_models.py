@@ -81,6 +81,8 @@ MODEL_CASES = [
                                                                   class_affine="input"), labels(3)),
     ModelCase("cinn_fc_class_affine_latent", lambda: build_cinn_fc((1, 4, 4), 3, n_blocks=2, hidden_features=8,
                                                                    class_affine="latent"), labels(3)),
+    ModelCase("cinn_fc_class_prior_heavy_tails", lambda: build_cinn_fc(
+        (1, 4, 4), 3, n_blocks=2, hidden_features=8, class_affine="latent", heavy_tails=True), labels(3)),
 ]
 CONDITIONAL_MODELS = [case for case in MODEL_CASES if case.condition]
 by_name = lambda case: case.name  # noqa: E731

@@ -24,10 +24,12 @@ from cinn.blocks.permutation import ChannelPermutation, OrthogonalPermutation
 from cinn.blocks.prior import LearnedPrior, Split
 from cinn.blocks.reshape import HaarDownsampling, Squeeze
 from cinn.blocks.subnets import PointwiseConv2d, ZeroConv2d, conv_subnet, fc_subnet, zero_linear
+from cinn.blocks.tails import AsinhTails
 
 __all__ = [
     "ActNorm",
     "Additive",
+    "AsinhTails",
     "ChannelPermutation",
     "CouplingBlock",
     "CouplingMap",

@@ -9,6 +9,7 @@ from FrEIA.modules import Flatten
 
 from cinn.blocks import (
     ActNorm,
+    AsinhTails,
     ChannelPermutation,
     CouplingBlock,
     CouplingMap,
@@ -106,7 +107,7 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
                   hidden_features: int = 512, clamp: float = 1.5, actnorm: bool = False,
                   permutation: Literal["shuffle", "orthogonal"] = "shuffle", seed: int = 0,
                   coupling: CouplingMap | CouplingTransform = "affine_soft_clamp",
-                  class_affine: Literal["none", "input", "latent"] = "none") -> Flow:
+                  class_affine: Literal["none", "input", "latent"] = "none", heavy_tails: bool = False) -> Flow:
     r"""The cINN paper's MNIST model: flatten → ``n_blocks`` × [fixed random permutation →
     conditional affine coupling (soft clamp, both halves, one hidden layer of ``hidden_features``)].
 
@@ -145,4 +146,6 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
         flow.append(CouplingBlock, condition=0, subnet_constructor=subnet, transform=transform, two_sided=True)
     if class_affine == "latent":
         flow.append(LearnedPrior, condition=0, learn_top=False)
+    if heavy_tails:
+        flow.append(AsinhTails)
     return flow
