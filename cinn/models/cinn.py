@@ -120,7 +120,12 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
     every coupling. Every coupling receives the one-hot label, concatenated to its subnet input;
     ``c`` is given as integer labels ``(B,)`` or one-hot ``(B, n_classes)``. The single latent is
     flat, ``(B, prod(input_shape))``. ``coupling`` and ``clamp`` choose the couplings' map as for
-    :func:`build_cinn`.
+    :func:`build_cinn`. ``class_affine="latent"`` ends the couplings in a learned class-conditional
+    Gaussian prior (a :class:`~cinn.blocks.LearnedPrior`: per class, a mean ``μ_c`` and log-scale of every
+    latent dimension, zero-initialised, ``ε = (u − μ_c)·exp(−log σ_c)``), so the label moves the latent
+    directly — what makes the model learn its labels on a CPU budget; ``"input"`` puts the same map
+    first. ``heavy_tails`` ends the flow in :class:`~cinn.blocks.AsinhTails` (``ε = asinh(u)``), which
+    bounds the bits/dim of test images unlike every training image (BENCHMARKS.md).
 
     Example:
         >>> import torch
