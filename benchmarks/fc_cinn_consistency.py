@@ -53,6 +53,7 @@ from cinn.experiment import (
     int_list,
     refuse_stretching_schedule,
     train_and_evaluate,
+    variant_list,
 )
 from cinn.machine import cpu_description
 from tasks.mnist import ClassConditionalTask, MnistConfig
@@ -89,21 +90,11 @@ COLOURS = {"paper": "tab:red", "fast": "tab:orange", "class-prior": "tab:purple"
 DEFAULT_IMAGES = "32000,64000,128000,192000,256000"
 
 
-def variant_list(text: str) -> list[str]:
-    """An argparse ``type``: comma-separated names of ``VARIANTS`` (repeats dropped)."""
-    names = text.split(",")
-    unknown = [name for name in names if name not in VARIANTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(map(repr, unknown))}; choose from "
-                                         f"{', '.join(VARIANTS)}")
-    return list(dict.fromkeys(names))
-
-
 def parser() -> argparse.ArgumentParser:
     parser = cli.OneLineArgumentParser(prog="python benchmarks/fc_cinn_consistency.py", description=__doc__,
                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="default fashion-mnist")
-    parser.add_argument("--variants", type=variant_list, default=",".join(VARIANTS),
+    parser.add_argument("--variants", type=variant_list(list(VARIANTS)), default=",".join(VARIANTS),
                         help=f"comma-separated (default {','.join(VARIANTS)})")
     parser.add_argument("--seeds", type=int_list(0), default="0", help="comma-separated (default 0)")
     parser.add_argument("--images", type=int_list(1), default=DEFAULT_IMAGES,

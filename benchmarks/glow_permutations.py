@@ -69,6 +69,7 @@ from cinn.experiment import (
     int_list,
     refuse_stretching_schedule,
     train_and_evaluate,
+    variant_list,
 )
 from cinn.machine import cpu_description
 from cinn.models.glow import GlowCoupling, GlowPermutation
@@ -95,6 +96,7 @@ PERMUTATIONS: tuple[str, ...] = get_args(GlowPermutation)
 COUPLINGS: tuple[str, ...] = get_args(GlowCoupling)
 PAPER_ORDER = ("lu", "shuffle", "reverse")
 """The permutations from the lowest NLL to the highest in the paper's Figure 3."""
+ALLOWED_VARIANTS = [f"{permutation}-{coupling}" for permutation in PERMUTATIONS for coupling in COUPLINGS]
 DEFAULT_VARIANTS = ",".join(f"{permutation}-{coupling}" for permutation in reversed(PAPER_ORDER)
                             for coupling in ("additive", "affine"))
 LABELS = {"lu": "1x1 conv", "plain": "1x1 conv (plain)", "reverse": "reverse", "shuffle": "shuffle"}
@@ -126,24 +128,12 @@ class Variant:
                 "seed": self.seed, "setting": setting, "test_images": test_images}
 
 
-def variant_list(text: str) -> list[str]:
-    """An argparse ``type``: comma-separated variants ``PERMUTATION-COUPLING``, e.g. ``lu-affine,shuffle-additive``
-    (repeats dropped)."""
-    allowed = [f"{permutation}-{coupling}" for permutation in PERMUTATIONS for coupling in COUPLINGS]
-    names = text.split(",")
-    unknown = [name for name in names if name not in allowed]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(map(repr, unknown))}; choose from "
-                                         f"{', '.join(allowed)}")
-    return list(dict.fromkeys(names))
-
-
 def parser() -> argparse.ArgumentParser:
     parser = cli.OneLineArgumentParser(prog="python benchmarks/glow_permutations.py", description=__doc__,
                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=SETTINGS, default="fashion-mnist",
                         help="the task config every variant trains (default fashion-mnist)")
-    parser.add_argument("--variants", type=variant_list, default=DEFAULT_VARIANTS,
+    parser.add_argument("--variants", type=variant_list(ALLOWED_VARIANTS), default=DEFAULT_VARIANTS,
                         help=f"comma-separated PERMUTATION-COUPLING (default {DEFAULT_VARIANTS})")
     parser.add_argument("--seeds", type=int_list(0), default="0,1", help="comma-separated (default 0,1)")
     parser.add_argument("--steps", type=cli.positive_int,

@@ -227,6 +227,25 @@ def int_list(low: int) -> Callable[[str], list[int]]:
     return parse
 
 
+def variant_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse ``type``: comma-separated names out of ``allowed``, repeats dropped, order kept.
+
+    Example:
+        >>> variant_list(["fast", "slow"])("slow,fast,slow")
+        ['slow', 'fast']
+    """
+
+    def parse(text: str) -> list[str]:
+        names = text.split(",")
+        unknown = [name for name in names if name not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(map(repr, unknown))}; choose from "
+                                             f"{', '.join(allowed)}")
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
 def evenly_spaced(steps: int, count: int) -> list[int]:
     """``count`` steps spread evenly up to ``steps`` (fewer when ``steps`` is smaller).
 

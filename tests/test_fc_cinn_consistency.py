@@ -3,31 +3,18 @@ a tiny MNIST-format fixture: its outputs, a second call that does nothing again,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_script
 from mnist_fixture import write_mnist_fixture
 
 from cinn.cli import run_command
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "fc_cinn_consistency.py"
-
-
-def load_script():
-    """The script as a module (benchmarks/ is no package); registered before it runs, as dataclasses need."""
-    spec = importlib.util.spec_from_file_location("fc_cinn_consistency", SCRIPT)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-consistency = load_script()
+consistency = load_script("fc_cinn_consistency")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ skips what is done, and its one-line errors."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -15,26 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import BENCHMARKS, load_script
 from mnist_fixture import write_mnist_fixture
 
 from cinn.cli import run_command
 from cinn.engine import load_checkpoint
 from cinn.experiment import Experiment
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "glow_permutations.py"
+SCRIPT = BENCHMARKS / "glow_permutations.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def load_script():
-    """The script as a module (benchmarks/ is no package); registered before it runs, as dataclasses need."""
-    spec = importlib.util.spec_from_file_location("glow_permutations", SCRIPT)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-permutations = load_script()
+permutations = load_script("glow_permutations")
 
 
 @pytest.fixture(scope="module")
