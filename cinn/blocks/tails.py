@@ -46,9 +46,6 @@ class AsinhTails(InvertibleModule):
         True
     """
 
-    def __init__(self, dims_in: list[tuple[int, ...]], dims_c: list[tuple[int, ...]] | None = None):
-        super().__init__(dims_in, dims_c)
-
     def forward(self, x_or_z: list[Tensor], c: list[Tensor] | None = None, rev: bool = False,
                 jac: bool = True) -> tuple[tuple[Tensor], Tensor]:
         value = x_or_z[0]
