@@ -83,7 +83,8 @@ class ModelConfig(CinnModelConfig):
     class_affine: Literal["none", "input", "latent"] = "none"
     """fc: a per-class, per-dimension affine map (zero-initialised) at the input or before the latent"""
     heavy_tails: bool = False
-    """fc: end in ε = asinh(u) (heavy-tailed latent: bounded cost for inputs far from the training data)"""
+    """fc: v = asinh(u) after the couplings, before a class prior (heavy-tailed latent: bounded cost for inputs
+    far from the training data)"""
 
     def validate(self) -> None:
         super().validate()

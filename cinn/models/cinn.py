@@ -124,8 +124,10 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
     Gaussian prior (a :class:`~cinn.blocks.LearnedPrior`: per class, a mean ``μ_c`` and log-scale of every
     latent dimension, zero-initialised, ``ε = (u − μ_c)·exp(−log σ_c)``), so the label moves the latent
     directly — what makes the model learn its labels on a CPU budget; ``"input"`` puts the same map
-    first. ``heavy_tails`` ends the flow in :class:`~cinn.blocks.AsinhTails` (``ε = asinh(u)``), which
-    bounds the bits/dim of test images unlike every training image (BENCHMARKS.md).
+    first. ``heavy_tails`` ends the couplings in :class:`~cinn.blocks.AsinhTails` (``v = asinh(u)``), which
+    bounds the bits/dim of test images unlike every training image; it comes before the class prior, so the
+    prior stays Gaussian in ``v`` and still pays the full quadratic cost for a latent far from its class mean
+    (the other order, tails last, learned the labels far more slowly: BENCHMARKS.md).
 
     Example:
         >>> import torch
@@ -149,8 +151,8 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
         if actnorm:
             flow.append(ActNorm)
         flow.append(CouplingBlock, condition=0, subnet_constructor=subnet, transform=transform, two_sided=True)
-    if class_affine == "latent":
-        flow.append(LearnedPrior, condition=0, learn_top=False)
     if heavy_tails:
         flow.append(AsinhTails)
+    if class_affine == "latent":
+        flow.append(LearnedPrior, condition=0, learn_top=False)
     return flow
