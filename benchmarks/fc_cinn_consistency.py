@@ -10,11 +10,11 @@ affine coupling with one hidden layer of 512], soft clamp 0.5) with the override
 each adding one change to the one before: ``paper`` is the optimiser the config first had (Adam 1e-4, batch
 512), ``fast`` Adam 5e-4 with batch 64 (the official code's learning rate, more updates per image),
 ``class-prior`` adds a learned per-class Gaussian prior (``model.class_affine=latent``: per class, a mean and a
-scale of every latent dimension), and ``fc.yaml`` heavy tails (``model.heavy_tails=true``: the flow ends in
-``ε = asinh(u)``), which is the shipped config. Runs are compared at equal numbers of training images
-(``--images``; a run's step is images ÷ its batch size), once per seed of ``--seeds``; each is trained with no
-time budget, so the results do not depend on the machine's speed, and resumed from one evaluation to the next
-(:mod:`cinn.experiment`; the configs' learning rate is constant after warm-up).
+scale of every latent dimension), and ``fc.yaml`` heavy tails (``model.heavy_tails=true``: ``v = asinh(u)``
+after the couplings, before the class prior), which is the shipped config. Runs are compared at equal numbers
+of training images (``--images``; a run's step is images ÷ its batch size), once per seed of ``--seeds``; each
+is trained with no time budget, so the results do not depend on the machine's speed, and resumed from one
+evaluation to the next (:mod:`cinn.experiment`; the configs' learning rate is constant after warm-up).
 
 Each evaluation is the task's ``eval`` on the first ``--test-images`` test images: test bits/dim (mean, median
 and worst image; uniform dequantisation, noise seed 0) and class consistency, the fraction of 100 samples per
@@ -87,7 +87,7 @@ VARIANTS = {
 """Each adds one change to the one before; every override is given, so a recipe stays what it says when fc.yaml
 changes."""
 COLOURS = {"paper": "tab:red", "fast": "tab:orange", "class-prior": "tab:purple", "fc.yaml": "tab:blue"}
-DEFAULT_IMAGES = "32000,64000,128000,192000,256000"
+DEFAULT_IMAGES = "96000,192000,384000,768000"
 
 
 def parser() -> argparse.ArgumentParser:
