@@ -6,7 +6,8 @@ a dimension the flow has learnt to scale by 10^4) costs ``u²/2`` nats per such 
 bits/dim. Ending the flow in ``ε = asinh(u)`` with ``ε ~ N(0, I)`` makes ``u = sinh(ε)`` Johnson's
 S_U-distributed (Johnson 1949): Gaussian near 0 (``asinh(u) ≈ u``), and at ``|u| → ∞`` a cost of about
 ``(log 2|u|)²/2 + log|u|`` nats instead of ``u²/2``. The model's likelihood stays exact; only its family of
-densities changes.
+densities changes. Followed by a class-conditional Gaussian prior (as in
+:func:`~cinn.models.build_cinn_fc`), the prior stays Gaussian in ``asinh(u)``, so the label keeps its pull.
 """
 
 from __future__ import annotations
