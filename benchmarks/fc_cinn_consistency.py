@@ -10,11 +10,13 @@ affine coupling with one hidden layer of 512], soft clamp 0.5) with the override
 each adding one change to the one before: ``paper`` is the optimiser the config first had (Adam 1e-4, batch
 512), ``fast`` Adam 5e-4 with batch 64 (the official code's learning rate, more updates per image),
 ``class-prior`` adds a learned per-class Gaussian prior (``model.class_affine=latent``: per class, a mean and a
-scale of every latent dimension), and ``fc.yaml`` heavy tails (``model.heavy_tails=true``: ``v = asinh(u)``
-after the couplings, before the class prior), which is the shipped config. Runs are compared at equal numbers
-of training images (``--images``; a run's step is images ÷ its batch size), once per seed of ``--seeds``; each
-is trained with no time budget, so the results do not depend on the machine's speed, and resumed from one
-evaluation to the next (:mod:`cinn.experiment`; the configs' learning rate is constant after warm-up).
+scale of every latent dimension), ``heavy-tails`` heavy tails (``model.heavy_tails=true``: ``v = asinh(u)``
+after the couplings, before the class prior), and ``fc.yaml`` asinh subnet inputs
+(``model.subnet_inputs=asinh``: every coupling's subnet sees ``asinh`` of its input half), which is the shipped
+config. Runs are compared at equal numbers of training images (``--images``; a run's step is images ÷ its batch
+size), once per seed of ``--seeds``; each is trained with no time budget, so the results do not depend on the
+machine's speed, and resumed from one evaluation to the next (:mod:`cinn.experiment`; the configs' learning
+rate is constant after warm-up).
 
 Each evaluation is the task's ``eval`` on the first ``--test-images`` test images: test bits/dim (mean, median
 and worst image; uniform dequantisation, noise seed 0) and class consistency, the fraction of 100 samples per
@@ -76,17 +78,25 @@ class Recipe:
 
 VARIANTS = {
     "paper": Recipe("Adam 1e-4, batch 512 (the paper's model as first shipped)",
-                    ("--train.lr=0.0001", "--model.class_affine=none", "--model.heavy_tails=false"), 512),
+                    ("--train.lr=0.0001", "--model.class_affine=none", "--model.heavy_tails=false",
+                     "--model.subnet_inputs=raw"), 512),
     "fast": Recipe("Adam 5e-4, batch 64",
-                   ("--train.lr=0.0005", "--model.class_affine=none", "--model.heavy_tails=false"), 64),
+                   ("--train.lr=0.0005", "--model.class_affine=none", "--model.heavy_tails=false",
+                    "--model.subnet_inputs=raw"), 64),
     "class-prior": Recipe("Adam 5e-4, batch 64, learned class prior",
-                          ("--train.lr=0.0005", "--model.class_affine=latent", "--model.heavy_tails=false"), 64),
-    "fc.yaml": Recipe("Adam 5e-4, batch 64, learned class prior, heavy tails (fc.yaml)",
-                      ("--train.lr=0.0005", "--model.class_affine=latent", "--model.heavy_tails=true"), 64),
+                          ("--train.lr=0.0005", "--model.class_affine=latent", "--model.heavy_tails=false",
+                           "--model.subnet_inputs=raw"), 64),
+    "heavy-tails": Recipe("Adam 5e-4, batch 64, learned class prior, heavy tails",
+                          ("--train.lr=0.0005", "--model.class_affine=latent", "--model.heavy_tails=true",
+                           "--model.subnet_inputs=raw"), 64),
+    "fc.yaml": Recipe("Adam 5e-4, batch 64, learned class prior, heavy tails, asinh subnet inputs (fc.yaml)",
+                      ("--train.lr=0.0005", "--model.class_affine=latent", "--model.heavy_tails=true",
+                       "--model.subnet_inputs=asinh"), 64),
 }
 """Each adds one change to the one before; every override is given, so a recipe stays what it says when fc.yaml
 changes."""
-COLOURS = {"paper": "tab:red", "fast": "tab:orange", "class-prior": "tab:purple", "fc.yaml": "tab:blue"}
+COLOURS = {"paper": "tab:red", "fast": "tab:orange", "class-prior": "tab:purple", "heavy-tails": "tab:green",
+           "fc.yaml": "tab:blue"}
 DEFAULT_IMAGES = "96000,192000,384000,768000"
 
 

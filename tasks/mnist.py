@@ -85,6 +85,9 @@ class ModelConfig(CinnModelConfig):
     heavy_tails: bool = False
     """fc: v = asinh(u) after the couplings, before a class prior (heavy-tailed latent: bounded cost for inputs
     far from the training data)"""
+    subnet_inputs: Literal["raw", "asinh"] = "raw"
+    """fc: what the coupling subnets see of their input half: raw, or asinh of it (an unusual pixel, scaled up by
+    the couplings, cannot swamp the later subnets)"""
 
     def validate(self) -> None:
         super().validate()
@@ -148,7 +151,8 @@ class ClassConditionalTask(Task[MnistConfig]):
             return model_spec(build_cinn_fc, input_shape=shape, n_classes=n_classes, n_blocks=model.n_blocks,
                               hidden_features=model.hidden_features, clamp=model.clamp, actnorm=model.actnorm,
                               permutation=model.permutation, seed=config.train.seed,
-                              class_affine=model.class_affine, heavy_tails=model.heavy_tails)
+                              class_affine=model.class_affine, heavy_tails=model.heavy_tails,
+                              subnet_inputs=model.subnet_inputs)
         return model_spec(build_cinn, input_shape=shape, condition_shape=[n_classes], n_levels=model.n_levels,
                           blocks_per_level=model.blocks_per_level, hidden_channels=model.hidden_channels,
                           clamp=model.clamp, split_prior=model.split_prior, actnorm=model.actnorm,

@@ -264,3 +264,17 @@ def test_bf16_autocast_keeps_the_invertible_path_and_log_det_in_float32(case):
         assert 0 < max_abs_difference(outputs, expected) <= 0.1
     else:
         assert max_abs_difference(outputs, expected) == 0 and torch.equal(log_det, expected_log_det)
+
+
+def test_asinh_subnet_inputs_feed_the_same_layers_asinh_of_the_input():
+    torch.manual_seed(0)
+    squashed, raw = fc_subnet(8, asinh_inputs=True)(5, 3), fc_subnet(8)(5, 3)
+    for layer in raw:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight)
+    with torch.no_grad():
+        for mine, theirs in zip(squashed.parameters(), raw.parameters(), strict=True):
+            mine.copy_(theirs)
+    x = torch.tensor([[0.0, 1.0, -3.0, 1000.0, 0.5]])
+    torch.testing.assert_close(squashed(x), raw(torch.asinh(x)))
+    assert not torch.allclose(squashed(x), raw(x))  # a value of 1000 reaches the layers as 7.6, not 1000

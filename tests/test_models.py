@@ -83,6 +83,9 @@ MODEL_CASES = [
                                                                    class_affine="latent"), labels(3)),
     ModelCase("cinn_fc_class_prior_heavy_tails", lambda: build_cinn_fc(
         (1, 4, 4), 3, n_blocks=2, hidden_features=8, class_affine="latent", heavy_tails=True), labels(3)),
+    ModelCase("cinn_fc_asinh_subnet_inputs", lambda: build_cinn_fc(  # configs/mnist/fc.yaml's model
+        (1, 4, 4), 3, n_blocks=2, hidden_features=8, class_affine="latent", heavy_tails=True,
+        subnet_inputs="asinh"), labels(3)),
 ]
 CONDITIONAL_MODELS = [case for case in MODEL_CASES if case.condition]
 by_name = lambda case: case.name  # noqa: E731
@@ -166,6 +169,11 @@ def test_conditional_model_requires_a_condition(case):
     x, _ = case.inputs()
     with pytest.raises(ValueError, match="conditional"):
         model.log_prob(x)
+
+
+def test_fc_cinn_refuses_unknown_subnet_inputs():
+    with pytest.raises(ValueError, match="unknown subnet_inputs 'tanh'; use 'raw' or 'asinh'"):
+        build_cinn_fc((1, 4, 4), 3, n_blocks=2, hidden_features=8, subnet_inputs="tanh")
 
 
 def test_unconditional_model_rejects_a_condition():

@@ -23,12 +23,13 @@ from cinn.blocks.invconv import InvertibleConv1x1, InvertibleConv1x1LU, random_r
 from cinn.blocks.permutation import ChannelPermutation, OrthogonalPermutation
 from cinn.blocks.prior import LearnedPrior, Split
 from cinn.blocks.reshape import HaarDownsampling, Squeeze
-from cinn.blocks.subnets import PointwiseConv2d, ZeroConv2d, conv_subnet, fc_subnet, zero_linear
+from cinn.blocks.subnets import Asinh, PointwiseConv2d, ZeroConv2d, conv_subnet, fc_subnet, zero_linear
 from cinn.blocks.tails import AsinhTails
 
 __all__ = [
     "ActNorm",
     "Additive",
+    "Asinh",
     "AsinhTails",
     "ChannelPermutation",
     "CouplingBlock",
