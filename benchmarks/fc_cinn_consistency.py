@@ -171,7 +171,7 @@ def summarize(records: list[dict[str, Any]], variants: list[str]) -> list[dict[s
 
 
 def plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
-    figure = Figure(figsize=(10, 4.2))
+    figure = Figure(figsize=(10, 4.2 + 0.25 * len(summary)))
     axes = figure.subplots(1, 2)
     for entry in summary:
         images = [point["images"] / 1000 for point in entry["curve"]]
@@ -187,9 +187,10 @@ def plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
     for axis in axes:
         axis.set_xlabel("training images (thousands)")
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=1, fontsize=7, frameon=False)
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.06 * len(labels), 1, 1))  # room below the axes for the legend's rows
     figure.savefig(path, dpi=130)
 
 
@@ -247,8 +248,9 @@ def write_results(out: Path, dataset: str, records: list[dict[str, Any]], varian
     summary = summarize(records, variants)
     machine = cpu_description()
     count = records[0]["evaluations"][-1]["count"]
+    spread = f"seed {seeds[0]}" if len(seeds) == 1 else f"band: range over seeds {','.join(map(str, seeds))}"
     title = (f"FC cINN (configs/mnist/fc.yaml) on {dataset}: class consistency and test bits/dim ({count} test "
-             f"images); band: range over seeds {','.join(map(str, seeds))}")
+             f"images); {spread}")
     out.mkdir(parents=True, exist_ok=True)
     plot(summary, out / "consistency_vs_images.png", title)
     markdown = [f"# {title}", "", f"    {command}", "", f"Machine: {machine}, torch {torch.__version__}.", "",
