@@ -1,11 +1,11 @@
 """Why a class-conditional model's worst test images cost what they cost: per-image test bits/dim, and for the
 worst images (and the median one) what sets them apart.
 
-    python benchmarks/fc_cinn_outliers.py --checkpoint RUN/checkpoint.pt [--limit 10000] [--worst 5]
+    python benchmarks/fc_cinn_outliers.py --checkpoint RUN/checkpoint.pt [--limit 10000] [--worst 5] [--show 6574]
 
 Over the first ``--limit`` test images (uniform dequantisation, noise seed 0, as ``eval``): the median and
-worst bits/dim and how many images exceed twice the median. Then one row per image, the worst ones and the
-median one:
+worst bits/dim and how many images exceed twice the median. Then one row per image, the worst ones, those of
+``--show`` (test image indices, e.g. another model's worst) and the median one:
 
 - ``rare ink``: its inked pixels (value ≥ 128 of 255) that fewer than 1 in 1,000 training images ink;
 - ``subnet input``: the largest magnitude any coupling's subnet receives for it, and ``first layer reads``
@@ -29,8 +29,10 @@ from torch.utils.data import DataLoader
 
 from cinn import cli
 from cinn.blocks import CouplingBlock
+from cinn.config import ConfigError
 from cinn.data import collate_images
 from cinn.engine import prepared_batches, resolve_device
+from cinn.experiment import int_list
 from cinn.models.flow import log_prob_from_latents
 from tasks.mnist import ClassConditionalTask
 
@@ -42,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a tasks.mnist checkpoint")
     parser.add_argument("--limit", type=int, default=10000, help="the first N test images (default 10000)")
     parser.add_argument("--worst", type=int, default=5, help="rows for the N worst images (default 5)")
+    parser.add_argument("--show", type=int_list(0), default=[], help="rows also for these test image indices")
     parser.add_argument("--data-root", help="where the data lives, if not where it was in training")
     parser.add_argument("--device", default="cpu")
     return parser
@@ -93,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = task.open(args.checkpoint, device)
     model, config = trained.model.eval(), trained.config
     test_set, _ = task.eval_data(config, args.data_root)
+    evaluated = min(args.limit, len(test_set))
+    if any(index >= evaluated for index in args.show):
+        raise ConfigError(f"--show {max(args.show)}: only the first {evaluated} test images are evaluated")
     train_set = task.split(config, train=True, root=args.data_root)
     objective = task.objective(config, train=False)
     frequency = ink_frequency(train_set).to(device)
@@ -121,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| test image | label | bits/dim (x median) | rare ink (pixels) | subnet input | first layer reads "
           "| \\|ε\\| > 3 |\n|---|---|---|---|---|---|---|")
     for name, index in [*((f"worst {rank + 1}", order[rank]) for rank in range(min(args.worst, len(bits)))),
-                        ("median", median_index)]:
+                        *(("shown", torch.tensor(index)) for index in args.show), ("median", median_index)]:
         print(f"| {name}: {int(index)} | {int(table['label'][index])} | {bits[index]:.3f} "
               f"({bits[index] / median:.2f}x) | {int(table['rare'][index])} | {table['received'][index]:.4g} | "
               f"{table['read'][index]:.4g} | {table['tails'][index]:.1%} |")

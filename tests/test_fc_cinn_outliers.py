@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmark_scripts import load_script
+from benchmark_scripts import load_script, one_line_error
 from mnist_fixture import write_mnist_fixture
 
 from cinn.cli import run_command
@@ -36,7 +36,7 @@ def test_prints_eval_s_median_and_a_row_per_image(trained, capsys):
     data_root, checkpoint = trained
     with pytest.raises(SystemExit) as exit_info:
         run_command(outliers.main, ["--checkpoint", str(checkpoint), "--data-root", str(data_root),
-                                    "--limit", "16", "--worst", "2"])
+                                    "--limit", "16", "--worst", "2", "--show", "3"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     task = mnist.ClassConditionalTask()
@@ -45,13 +45,21 @@ def test_prints_eval_s_median_and_a_row_per_image(trained, capsys):
     expected = evaluate_bits_per_dim(run.model, test_set, task.objective(run.config, train=False), limit=16,
                                      progress=False)
     assert f"16 test images, median {expected.median:.4f} bits/dim, mean {expected.mean:.4f}" in out
-    rows = [line for line in out.splitlines() if re.match(r"\| (worst \d|median): ", line)]
-    assert [row.split(":")[0] for row in rows] == ["| worst 1", "| worst 2", "| median"]
+    rows = [line for line in out.splitlines() if re.match(r"\| (worst \d|shown|median): ", line)]
+    assert [row.split(":")[0] for row in rows] == ["| worst 1", "| worst 2", "| shown", "| median"]
+    assert rows[2].startswith("| shown: 3 |")
     bits = [float(row.split("|")[3].split()[0]) for row in rows]
-    assert bits[0] >= bits[1] >= bits[2] and rows[2].split("|")[3].strip().endswith("(1.00x)")
+    assert bits[0] >= bits[1] >= max(bits[2:]) and rows[3].split("|")[3].strip().endswith("(1.00x)")
     for row in rows:  # asinh subnet inputs: the first linear layer reads asinh of what the subnet receives
         received, read = (float(cell) for cell in row.split("|")[5:7])
         assert read == pytest.approx(math.asinh(received), rel=1e-3)
+
+
+def test_showing_an_image_past_the_evaluated_ones_is_a_one_line_error(trained, capsys):
+    data_root, checkpoint = trained
+    message = one_line_error(lambda: run_command(outliers.main, [
+        "--checkpoint", str(checkpoint), "--data-root", str(data_root), "--limit", "8", "--show", "8"]), capsys)
+    assert message.strip() == "error: --show 8: only the first 8 test images are evaluated"
 
 
 @pytest.mark.parametrize("subnet_inputs", ["raw", "asinh"])
