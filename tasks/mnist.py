@@ -95,6 +95,12 @@ class ModelConfig(CinnModelConfig):
             raise ConfigError("model.n_blocks and model.hidden_features must be positive")
         if self.n_blocks > MAX_BLOCKS:
             raise ConfigError(f"model.n_blocks must be at most {MAX_BLOCKS}, got {self.n_blocks}")
+        fc_only = {"permutation": "shuffle", "class_affine": "none", "heavy_tails": False, "subnet_inputs": "raw"}
+        changed = [f"model.{name}={getattr(self, name)}" for name, default in fc_only.items()
+                   if getattr(self, name) != default]
+        if self.architecture != "fc" and changed:
+            raise ConfigError(f"{', '.join(changed)}: only the fc architecture has this; model.architecture is "
+                              f"{self.architecture}")
 
 
 @dataclass

@@ -100,10 +100,10 @@ def fc_subnet(hidden_features: int, hidden_layers: int = 1, asinh_inputs: bool =
 
     The cINN paper's MNIST model uses one hidden layer of width 512. ``asinh_inputs`` feeds the subnet
     ``asinh(x_a)`` instead of ``x_a`` (:class:`Asinh`). In a flow whose couplings scale some dimensions
-    by up to ``e^6`` (near-constant background pixels), a test image with ink where the training images had
-    none reaches the later subnets as values of ~10^3 where they saw ~1, and every dimension they transform
-    goes astray; through ``asinh`` such a value is ~7, and that image's bits/dim stays near the median
-    (BENCHMARKS.md, "Why the FC model ignored its labels").
+    up a lot (near-constant background pixels), a test image with ink where the training images had none
+    reaches the later subnets as values of ~10^3 where a typical image gives tens, and every dimension they
+    transform goes astray; through ``asinh`` such a value is ~7, and that image's bits/dim stays near the
+    median (BENCHMARKS.md, "Why the FC model ignored its labels"; ``benchmarks/fc_cinn_outliers.py``).
 
     Example:
         >>> net = fc_subnet(512)(402, 784)   # (in_features, out_features)

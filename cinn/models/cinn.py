@@ -130,8 +130,8 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
     prior stays Gaussian in ``v`` and still pays the full quadratic cost for a latent far from its class mean
     (the other order, tails last, learned the labels far more slowly: BENCHMARKS.md). ``subnet_inputs="asinh"``
     feeds every subnet ``asinh`` of its input half (:func:`~cinn.blocks.fc_subnet`), so that a dimension the
-    couplings have scaled by ``e^6`` cannot swamp the later subnets: on MNIST it keeps every test image within
-    2x the median bits/dim, and the model learns faster and its labels better (BENCHMARKS.md).
+    couplings have scaled up a lot cannot swamp the later subnets: on MNIST it keeps all 10,000 test images
+    within 2x the median bits/dim, and the model learns faster and its labels better (BENCHMARKS.md).
 
     Example:
         >>> import torch
