@@ -42,8 +42,10 @@ RARE = 1e-3  # a pixel is rarely inked if fewer than this fraction of the traini
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a tasks.mnist checkpoint")
-    parser.add_argument("--limit", type=int, default=10000, help="the first N test images (default 10000)")
-    parser.add_argument("--worst", type=int, default=5, help="rows for the N worst images (default 5)")
+    parser.add_argument("--limit", type=cli.int_in_range(1), default=10000,
+                        help="the first N test images (default 10000)")
+    parser.add_argument("--worst", type=cli.int_in_range(0), default=5,
+                        help="rows for the N worst images (default 5)")
     parser.add_argument("--show", type=int_list(0), default=[], help="rows also for these test image indices")
     parser.add_argument("--data-root", help="where the data lives, if not where it was in training")
     parser.add_argument("--device", default="cpu")
@@ -67,15 +69,14 @@ class SubnetInputs:
     def __init__(self, model: nn.Module):
         self.received: Tensor | None = None
         self.read: Tensor | None = None
-        self.handles = []
         for block in model.modules():
             if isinstance(block, CouplingBlock):
                 for subnet in (block.subnet_b, block.subnet_a):
                     if subnet is None:
                         continue
                     first_linear = next(layer for layer in subnet.modules() if isinstance(layer, nn.Linear))
-                    self.handles.append(subnet.register_forward_pre_hook(self.hook("received")))
-                    self.handles.append(first_linear.register_forward_pre_hook(self.hook("read")))
+                    subnet.register_forward_pre_hook(self.hook("received"))
+                    first_linear.register_forward_pre_hook(self.hook("read"))
 
     def hook(self, name: str):
         def record(_module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
