@@ -236,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{evaluation['worst']:.4f})")
 
     evaluate = evaluator(out, args.data_root, args.test_images, device)
-    records = train_and_evaluate(experiment, list(variants), evaluate, header, jobs, report)
+    records = train_and_evaluate(experiment, list(variants), evaluate, header,
+                                 {"dataset": "--dataset", "test_images": "--test-images"}, jobs, report)
     arguments = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "benchmarks/fc_cinn_consistency.py", *arguments])
     print("\n".join(write_results(out, args.dataset, list(records.values()), args.variants, args.seeds, command)))

@@ -267,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{setting.config.name}, {steps} steps each, test bits/dim of {args.test_images} test images at steps "
           f"{','.join(map(str, eval_at))}, in {experiment.out}", flush=True)
     records = train_and_evaluate(experiment, list(variants), evaluator(args.test_images, device),
-                                 lambda run: variants[run].header(args.setting, args.test_images), jobs,
+                                 lambda run: variants[run].header(args.setting, args.test_images),
+                                 {"setting": "--setting", "test_images": "--test-images"}, jobs,
                                  lambda run, evaluation: f"{evaluation['mean']:.4f} test bits/dim")
     command = shlex.join(["python", "benchmarks/glow_permutations.py", *(sys.argv[1:] if argv is None else argv)])
     print("\n".join(write_results(experiment, args.setting, config, steps, eval_at, list(records.values()),

@@ -29,7 +29,7 @@ import shlex
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +128,19 @@ def evaluated_steps(record: Record | None) -> set[int]:
     return set() if record is None else {evaluation["step"] for evaluation in record["evaluations"]}
 
 
-def existing_records(experiment: Experiment, runs: Sequence[Run],
-                     header: Callable[[Run], Record]) -> dict[Run, Record]:
+def existing_records(experiment: Experiment, runs: Sequence[Run], header: Callable[[Run], Record],
+                     options: Mapping[str, str]) -> dict[Run, Record]:
     """The records already in ``--out`` of ``runs`` (with a checkpoint beside them), checked against this call:
-    a header value that differs, or an evaluation step to add before one already made, is a one-line error."""
+    a header value that differs, or an evaluation step to add before one already made, is a one-line error.
+    ``options`` maps the header keys that a command-line option sets to that option, which the error then names;
+    any other key (a variant's definition, its seed) can only differ when another version of the script made
+    the record.
+
+    Example:
+        >>> experiment = Experiment(task="mnist", config=Path("configs/mnist/tiny.yaml"), out=Path("runs/none"))
+        >>> existing_records(experiment, [Run("fast-seed0", (), (100,))], lambda run: {"seed": 0}, {})
+        {}
+    """
     records = {}
     for run in runs:
         run_dir = experiment.run_dir(run)
@@ -140,9 +149,10 @@ def existing_records(experiment: Experiment, runs: Sequence[Run],
             continue
         for key, value in header(run).items():
             if record.get(key) != value:
-                option = "--" + key.replace("_", "-")
-                raise ConfigError(f"{run_dir} holds evaluations with {key} {record.get(key)}, not {value}; give "
-                                  f"{option} {record.get(key)} or choose another --out")
+                remedy = (f"give {options[key]} {record.get(key)} or choose another --out" if key in options
+                          else "another version of this script made them: choose another --out")
+                raise ConfigError(f"{run_dir} holds evaluations with {key} {record.get(key)}, not {value}; "
+                                  f"{remedy}")
         done = evaluated_steps(record)
         missing = sorted(set(run.eval_at) - done)
         if missing and done and missing[0] < max(done):
@@ -171,12 +181,12 @@ def complete(experiment: Experiment, run: Run, evaluate: Evaluate, record: Recor
 
 
 def train_and_evaluate(experiment: Experiment, runs: Sequence[Run], evaluate: Evaluate,
-                       header: Callable[[Run], Record], jobs: int,
+                       header: Callable[[Run], Record], options: Mapping[str, str], jobs: int,
                        report: Callable[[Run, dict[str, Any]], str]) -> dict[Run, Record]:
-    """Every run trained and evaluated at all its steps, ``jobs`` at a time, continuing what ``--out`` holds;
-    returns the records. The runs that fail do not stop the others, and their first error is raised once the
-    others are done."""
-    records = existing_records(experiment, runs, header)
+    """Every run trained and evaluated at all its steps, ``jobs`` at a time, continuing what ``--out`` holds
+    (checked by :func:`existing_records`, ``options`` as there); returns the records. The runs that fail do not
+    stop the others, and their first error is raised once the others are done."""
+    records = existing_records(experiment, runs, header, options)
     pending = [run for run in runs if not set(run.eval_at) <= evaluated_steps(records.get(run))]
     print(f"{len(pending)} of {len(runs)} runs to train or evaluate" + (f", {jobs} at a time" if pending else ""),
           flush=True)
