@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -23,6 +24,10 @@ from cinn.blocks import InvertibleConv1x1LU
 from cinn.models.flow import Condition, Flow
 
 RECONSTRUCTION_TOLERANCE = 1e-3
+
+
+class InvertibilityError(RuntimeError):
+    """A trained model failed ``check``: it no longer inverts its own output within tolerance."""
 
 
 @dataclass
@@ -78,3 +83,17 @@ def check_invertibility(model: Flow, batches: Iterable[tuple[Tensor, Condition]]
               if isinstance(module, InvertibleConv1x1LU)}
     return InvertibilityReport(len(errors), errors.max().item(), errors.mean().item(), gaps.max().item(), scales,
                                tolerance)
+
+
+def check_trained(model: Flow, batches: Iterable[tuple[Tensor, Condition]], checkpoint: str | Path) -> None:
+    """Print :func:`check_invertibility` of ``model`` on ``batches`` and raise :class:`InvertibilityError` when
+    its reconstruction error exceeds the tolerance (the verdict of the tasks' ``check`` command)."""
+    report = check_invertibility(model, batches)
+    for line in report.lines():
+        print(line)
+    if not report.passed:
+        raise InvertibilityError(f"{checkpoint} failed the invertibility check: the reconstruction error "
+                                 f"{report.max_error:.3g} exceeds {report.tolerance:g}; the model is numerically "
+                                 "unstable (look at the smallest |s| above, lower the learning rate or clamp "
+                                 "harder, and retrain or go back to an earlier checkpoint)")
+    print(f"check passed: {checkpoint} inverts its own output within {report.tolerance:g}")

@@ -1,72 +1,27 @@
-"""Command-line plumbing of the task kernel (:mod:`cinn.task`): one-line user errors, run configs and
-their resume rules, the run directory, the invertibility check's verdict."""
+"""Command-line plumbing of the task kernel (:mod:`cinn.task`): one-line user errors and exit codes, argument
+types, the training options, and checks of the paths a command will write before it does any work."""
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import math
 import os
 import re
-import shutil
 import sys
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn, TypeVar
+from typing import NoReturn
 
 import torch
-from torch import Tensor, nn
 
-from cinn.check import check_invertibility
-from cinn.config import (
-    ConfigError,
-    apply_overrides,
-    config_differences,
-    config_from_dict,
-    config_to_dict,
-    load_config,
-    save_config,
-)
+from cinn.check import InvertibilityError
+from cinn.config import ConfigError
 from cinn.data import DataError
-from cinn.engine.checkpoint import (
-    CHECKPOINT_NAME,
-    TRAINING_ENTRIES,
-    CheckpointError,
-    load_checkpoint,
-    remove_interrupted_writes,
-    require_entries,
-    require_finite_weights,
-    require_task,
-    trained_weights,
-)
-from cinn.engine.hooks import METRICS_NAME, Hook
-from cinn.engine.trainer import NonFiniteTrainingError, Trainer
-from cinn.models.flow import Condition, Flow
-
-T = TypeVar("T")
-M = TypeVar("M", bound=nn.Module)
+from cinn.engine.checkpoint import CheckpointError
+from cinn.engine.trainer import NonFiniteTrainingError
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteTrainingError, FileNotFoundError,
                PermissionError)
-
-# Settings that may change when a run is resumed: where the run lives, how long to train, what to log and how
-# gradients are computed (backprop by inversion gives the same gradients) and how memory is allocated, not what the
-# steps compute.
-RESUMABLE_CHANGES = {"run_dir", "train.steps", "train.max_minutes", "train.log_every", "train.eval_every",
-                     "train.eval_images", "train.sample_every", "train.checkpoint_every", "train.num_workers",
-                     "train.backprop", "train.retain_freed_memory"}
-
-CONFIG_NAME = "config.yaml"
-LOCK_NAME = ".train.lock"
-RUN_MARKERS = (CHECKPOINT_NAME, METRICS_NAME)
-"""Files that make a folder hold a run, which a new ``train`` replaces only when given ``--overwrite``."""
-RUN_OUTPUTS = (*RUN_MARKERS, CONFIG_NAME, "learning_curve.png", "tensorboard", "samples")
-"""The files of a run that ``--overwrite`` deletes before the new run writes its own."""
-
-
-class InvertibilityError(RuntimeError):
-    """A trained model failed ``check``: it no longer inverts its own output within tolerance."""
-
 
 def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a task's ``main`` and turn user errors into one line on stderr and exit code 2 (a model
@@ -199,168 +154,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --resume: accept config changes that alter the training computation")
 
 
-def train_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str], task: str) -> T:
-    """The run's config: from ``--config`` and overrides, or, with ``--resume``, from the checkpoint.
-
-    Resuming with a config that differs from the checkpoint's in anything but :data:`RESUMABLE_CHANGES`
-    is refused (naming the keys) unless ``--force`` is given.
-    """
-    config = load_config(cls, args.config, overrides)
-    if not args.resume:
-        return config
-    checkpoint = Path(config.run_dir) / CHECKPOINT_NAME
-    state = load_checkpoint(checkpoint)
-    require_task(state.get("task"), task, checkpoint)
-    require_entries(state, ("config", *TRAINING_ENTRIES), checkpoint)
-    saved = config_from_dict(cls, state["config"])
-    if args.config is None:
-        config = apply_overrides(saved, overrides)
-    changed = [key for key in config_differences(config_to_dict(saved), config_to_dict(config))
-               if key not in RESUMABLE_CHANGES]
-    if changed and not args.force:
-        raise ConfigError(f"cannot resume {checkpoint}: the config differs from the checkpoint's in "
-                          f"{', '.join(changed)}; undo those changes or pass --force")
-    if "train.optimizer" in changed:
-        raise ConfigError(f"cannot resume {checkpoint} with train.optimizer={config.train.optimizer}: its "
-                          f"optimiser state is {saved.train.optimizer}'s, even --force cannot carry it over; keep "
-                          f"train.optimizer={saved.train.optimizer}, or start a new run (--overwrite or another "
-                          "--run_dir)")
-    return config
-
-
-def require_resumable(model: nn.Module, run_dir: str | Path) -> None:
-    """The weights of the checkpoint in ``run_dir`` must fit ``model``, the model the config describes (same
-    tensors, same shapes), and be finite; a config changed (with ``--force``) to another architecture, or a run
-    that diverged, is a one-line error, before anything is written."""
-    checkpoint = Path(run_dir) / CHECKPOINT_NAME
-    state = load_checkpoint(checkpoint)
-    found = weight_shapes(state["model"])
-    expected = weight_shapes(model.state_dict())
-    differing = sorted(name for name in expected.keys() | found.keys()
-                       if expected.get(name) != found.get(name))
-    if differing:
-        first = differing[0]
-        raise ConfigError(f"cannot resume {checkpoint}: its weights do not fit the model of this config "
-                          f"({len(differing)} tensor(s) differ, first {first}: {found.get(first, 'absent')} in "
-                          f"the checkpoint, {expected.get(first, 'absent')} here); undo the model changes, or "
-                          "start a new run (--overwrite or another --run_dir)")
-    for weights in (state["model"], trained_weights(state)):  # a diverged run: its steps would all be skipped
-        require_finite_weights(weights, checkpoint)
-
-
-def weight_shapes(weights: Any) -> dict[str, tuple[int, ...]]:
-    """The shape of every tensor of a ``state_dict`` (nothing for what is not one)."""
-    if not isinstance(weights, dict):
-        return {}
-    return {name: tuple(value.shape) for name, value in weights.items() if isinstance(value, Tensor)}
-
-
-class RunDirectory:
-    """The run directory of one ``train`` process, a unit: it is locked while the process trains in it
-    (``fcntl.flock``, released when the process ends, however it ends), a run it already holds is continued
-    (``--resume``) or replaced (``--overwrite``) but never silently, and the run's own files
-    (``config.yaml``, and the trainer's ``metrics.csv``) are written only once the run has started.
-
-    Use it as a context manager around the whole of ``train``; only the main process (``is_main``) touches
-    the folder.
-    """
-
-    def __init__(self, config: Any, resume: bool, overwrite: bool, is_main: bool = True):
-        self.path = Path(config.run_dir)
-        self.resume, self.overwrite, self.is_main = resume, overwrite, is_main
-        self._lock: IO[str] | None = None
-
-    def __enter__(self) -> RunDirectory:
-        """Refuse an existing run without ``--resume``/``--overwrite`` and lock an existing folder, before
-        anything is read or written."""
-        if self.is_main and self.path.is_dir():
-            self._refuse_unannounced_replacement()
-            self._acquire_lock()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._lock is not None:
-            self._lock.close()  # releases the flock
-            self._lock = None
-
-    def create(self) -> Path:
-        """Create the folder (once config and data are read), lock it and remove the temporary files of
-        checkpoint writes an earlier process was killed in; a folder that cannot be created or written is a
-        one-line :class:`ConfigError`."""
-        if self.is_main:
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._acquire_lock()
-                remove_interrupted_writes(self.path / CHECKPOINT_NAME)
-            except OSError as error:
-                raise self._unwritable(error) from None
-        return self.path
-
-    def start(self, config: Any) -> None:
-        """The run has started (data, model and first batch ready): delete the replaced run's files
-        (``--overwrite``) and write the resolved ``config.yaml``."""
-        if not self.is_main:
-            return
-        try:
-            if self.overwrite:
-                self._remove_old_run()
-            save_config(config, self.path / CONFIG_NAME)
-        except OSError as error:
-            raise self._unwritable(error) from None
-
-    def hook(self, config: Any) -> Hook:
-        """The trainer hook that calls :meth:`start` before the first step (put it first)."""
-        return RunStart(self, config)
-
-    def _refuse_unannounced_replacement(self) -> None:
-        held = [name for name in RUN_MARKERS if (self.path / name).exists()]
-        if held and not (self.resume or self.overwrite):
-            raise ConfigError(f"run directory {self.path} already holds a run ({', '.join(held)}); continue it "
-                              "with --resume, train into a new --run_dir, or replace it with --overwrite")
-
-    def _acquire_lock(self) -> None:
-        if self._lock is not None:
-            return
-        try:
-            lock = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 (held until __exit__)
-        except OSError as error:
-            raise self._unwritable(error) from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"
-            lock.close()
-            raise ConfigError(f"run directory {self.path} is in use by another train process (pid {holder}); "
-                              "wait for it to end or choose another --run_dir") from None
-        lock.truncate(0)
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        self._lock = lock
-
-    def _remove_old_run(self) -> None:
-        for name in RUN_OUTPUTS:
-            old = self.path / name
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink(missing_ok=True)
-
-    def _unwritable(self, error: OSError) -> ConfigError:
-        return ConfigError(f"run directory {self.path} cannot be written ({error.strerror or error}); choose "
-                           "another --run_dir")
-
-
-class RunStart(Hook):
-    """Calls :meth:`RunDirectory.start` once the trainer has started, before the first step."""
-
-    def __init__(self, run_dir: RunDirectory, config: Any):
-        self.run_dir, self.config = run_dir, config
-
-    def on_start(self, trainer: Trainer) -> None:
-        self.run_dir.start(self.config)
-
-
 def writable_file(path: Path, option: str) -> Path:
     """``path``, the file an ``option`` writes: a folder there, or a place a file cannot be created in, is a
     one-line :class:`ConfigError` naming the option, before anything is written."""
@@ -427,24 +220,3 @@ def require_creatable(folder: Path, target: Path, option: str) -> None:
                           f"another {option}")
     if not os.access(existing, os.W_OK):
         raise ConfigError(f"{option} {target} cannot be written: {existing} is read-only; choose another {option}")
-
-
-def check_batch_size(batch_size: int, train_set_size: int) -> None:
-    """A training set smaller than one batch is a one-line :class:`ConfigError`."""
-    if train_set_size < batch_size:
-        raise ConfigError(f"train.batch_size is {batch_size} but the training set has only {train_set_size} "
-                          "items; use a smaller train.batch_size or more data")
-
-
-def check_trained(model: Flow, batches: Iterable[tuple[Tensor, Condition]], checkpoint: Path) -> None:
-    """Print :func:`~cinn.check.check_invertibility` of ``model`` on ``batches`` and raise
-    :class:`InvertibilityError` when its reconstruction error exceeds the tolerance."""
-    report = check_invertibility(model, batches)
-    for line in report.lines():
-        print(line)
-    if not report.passed:
-        raise InvertibilityError(f"{checkpoint} failed the invertibility check: the reconstruction error "
-                                 f"{report.max_error:.3g} exceeds {report.tolerance:g}; the model is numerically "
-                                 "unstable (look at the smallest |s| above, lower the learning rate or clamp "
-                                 "harder, and retrain or go back to an earlier checkpoint)")
-    print(f"check passed: {checkpoint} inverts its own output within {report.tolerance:g}")

@@ -51,6 +51,7 @@ from torch.utils.data import Dataset, Subset
 
 from cinn import cli
 from cinn.bench import benchmark_training
+from cinn.check import check_trained
 from cinn.config import ConfigError, config_from_dict, config_to_dict, format_config_help, load_config
 from cinn.data.named_datasets import MNIST_LIKE
 from cinn.engine import (
@@ -67,7 +68,6 @@ from cinn.engine import (
     prepared_batches,
     resolve_device,
     save_checkpoint,
-    standard_hooks,
     trained_weights,
 )
 from cinn.engine.checkpoint import (
@@ -77,6 +77,8 @@ from cinn.engine.checkpoint import (
     require_entries,
     require_task,
 )
+from cinn.engine.hooks import Samples
+from cinn.engine.run import RunDirectory, check_batch_size, require_resumable, resumed_config
 from cinn.engine.train_config import MAX_SEED
 from cinn.models import Flow
 from cinn.models.registry import build_from_spec
@@ -325,24 +327,25 @@ class Task(ABC, Generic[C]):
             value = getattr(args, option.lstrip("-").replace("-", "_"))
             if value is not None:
                 overrides = [*overrides, f"--{key}={value}"]
-        config = cli.train_config(self.config_class, args, overrides, self.name)
+        config = resumed_config(self.config_class, args.config, overrides, self.name, resume=args.resume,
+                                force=args.force)
         for setting, folder in self.data_folders(config):
             cli.refuse_output_among_inputs(Path(config.run_dir), folder, "run_dir", setting)
         group = init_process_group(config.train.device)
         try:
-            with cli.RunDirectory(config, args.resume, args.overwrite, group.is_main) as run_directory:
+            with RunDirectory(config, args.resume, args.overwrite, group.is_main) as run_directory:
                 self._train_in(run_directory, config, group, args.resume)
         finally:
             close_process_group(group)
 
-    def _train_in(self, run_directory: cli.RunDirectory, config: C, group: ProcessGroup, resume: bool) -> None:
+    def _train_in(self, run_directory: RunDirectory, config: C, group: ProcessGroup, resume: bool) -> None:
         """Train ``config``'s run in ``run_directory``, created once the data and model are ready."""
         train_set = self.train_data(config)
-        cli.check_batch_size(config.train.batch_size, len(train_set))
+        check_batch_size(config.train.batch_size, len(train_set))
         eval_set, _ = self.eval_data(config, None)
         model, info = self.build_model(config, data_facts(train_set))
         if resume:
-            cli.require_resumable(model, config.run_dir)
+            require_resumable(model, config.run_dir)
         run_dir = run_directory.create()
         objective = self.objective(config, train=False)
 
@@ -354,12 +357,12 @@ class Task(ABC, Generic[C]):
         def sample(trained: nn.Module) -> Tensor:
             return self.figure(trained, config, info["conventions"], eval_set, group.device)
 
-        has_figure = type(self).figure is not Task.figure
-        hooks = [run_directory.hook(config),
-                 *standard_hooks(config.train, evaluate=evaluate, sample=sample if has_figure else None)]
+        hooks = [run_directory.hook(config)]
+        if type(self).figure is not Task.figure:
+            hooks.append(Samples(sample, config.train.sample_every))
         trainer = Trainer(model, config.train, run_dir, train_set, self.objective(config, train=True),
-                          task=self.name, task_config=config_to_dict(config), model_info=info, hooks=hooks,
-                          group=group)
+                          task=self.name, task_config=config_to_dict(config), model_info=info,
+                          evaluate=evaluate if config.train.eval_every else None, hooks=hooks, group=group)
         trainer.fit(resume=resume)
         if group.is_main:
             self.after_training(trainer, config, eval_set)
@@ -385,7 +388,7 @@ class Task(ABC, Generic[C]):
         print(f"{where}:")
         batches = prepared_batches(eval_set, self.objective(run.config, train=False), batch_size=args.batch_size,
                                    seed=args.seed, device=run.device, limit=args.limit, description="check")
-        cli.check_trained(run.model, batches, args.checkpoint)
+        check_trained(run.model, batches, args.checkpoint)
 
     def sample(self, args: argparse.Namespace) -> None:
         run = self.open(args.checkpoint, resolve_device(args.device))

@@ -28,10 +28,11 @@ from mnist_fixture import write_mnist_fixture
 from PIL import Image
 
 import cinn
-from cinn.cli import RunDirectory, run_command
+from cinn.cli import run_command
 from cinn.colorization import load_colorizer
 from cinn.config import ConfigError
 from cinn.engine import CheckpointError, load_checkpoint, resolve_device, trained_weights
+from cinn.engine.run import RunDirectory
 from tasks import colorize, glow, mnist
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,10 +20,10 @@ from cinn.engine import (
     Trainer,
     load_checkpoint,
     save_checkpoint,
-    standard_hooks,
     trained_weights,
 )
-from cinn.engine.hooks import Hook, MetricsWriter
+from cinn.engine.hooks import Hook, Samples
+from cinn.engine.metrics import MetricsWriter
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor
 
 
@@ -42,7 +42,7 @@ def tiny_trainer(run_dir: Path, steps: int = 8, objective=None, **overrides) -> 
     config = TrainConfig(steps=steps, **settings)
     return Trainer(model, config, run_dir, tiny_dataset(), objective or DequantizedImages(n_bits=5),
                    task="test", task_config={"note": "tiny"}, progress=False,
-                   hooks=standard_hooks(config, sample=lambda flow: flow.sample(4, temperature=0.7)))
+                   hooks=[Samples(lambda flow: flow.sample(4, temperature=0.7), config.sample_every)])
 
 
 def parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -237,7 +237,7 @@ def test_keep_best_gives_users_the_weights_of_the_best_evaluation_and_resumes_fr
                              sample_every=0, checkpoint_every=2, eval_every=2, keep="best")
         return Trainer(model, config, run_dir, tiny_dataset(), DequantizedImages(n_bits=5), task="test",
                        task_config={}, progress=False,
-                       hooks=standard_hooks(config, evaluate=lambda model: next(scores)))
+                       evaluate=lambda model: next(scores))
 
     kept = trainer(tmp_path / "kept", steps=6)
     kept.fit()

@@ -19,8 +19,9 @@ import torch
 from mnist_fixture import write_mnist_fixture
 from PIL import Image
 
-from cinn.cli import LOCK_NAME, RunDirectory, run_command
+from cinn.cli import run_command
 from cinn.engine import load_checkpoint, save_checkpoint, trained_weights
+from cinn.engine.run import LOCK_NAME, RunDirectory
 from tasks import colorize, glow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +115,8 @@ def test_a_second_train_in_a_directory_in_use_fails_at_once_and_the_first_run_is
 
 def test_the_lock_of_a_killed_process_is_released(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from types import SimpleNamespace; from cinn.cli import "
-         "RunDirectory; RunDirectory(SimpleNamespace(run_dir=sys.argv[1]), False, False).create(); "
+        [sys.executable, "-c", "import sys, time; from types import SimpleNamespace; from cinn.engine.run "
+         "import RunDirectory; RunDirectory(SimpleNamespace(run_dir=sys.argv[1]), False, False).create(); "
          "print('locked', flush=True); time.sleep(600)", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"

@@ -12,7 +12,8 @@ from cinn.engine.checkpoint import (
 )
 from cinn.engine.distributed import ProcessGroup, close_process_group, init_process_group, resolve_device
 from cinn.engine.evaluate import BitsPerDim, evaluate_bits_per_dim, prepared_batches
-from cinn.engine.hooks import Evaluation, Hook, MetricsLog, Samples, StepResult, standard_hooks
+from cinn.engine.hooks import Hook, Samples, TrainingRun
+from cinn.engine.metrics import StepResult
 from cinn.engine.objective import DequantizedImages, GaussianNoiseImages, Objective
 from cinn.engine.train_config import TrainConfig, build_optimizer
 from cinn.engine.trainer import DensityModel, NonFiniteTrainingError, Trainer
@@ -22,10 +23,8 @@ __all__ = [
     "CheckpointError",
     "DensityModel",
     "DequantizedImages",
-    "Evaluation",
     "GaussianNoiseImages",
     "Hook",
-    "MetricsLog",
     "NonFiniteTrainingError",
     "Objective",
     "ProcessGroup",
@@ -34,6 +33,7 @@ __all__ = [
     "TrainConfig",
     "TrainedModel",
     "Trainer",
+    "TrainingRun",
     "build_optimizer",
     "close_process_group",
     "evaluate_bits_per_dim",
@@ -45,6 +45,5 @@ __all__ = [
     "prepared_batches",
     "resolve_device",
     "save_checkpoint",
-    "standard_hooks",
     "trained_weights",
 ]

@@ -8,7 +8,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,18 +19,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
-from cinn.config import ConfigError
 from cinn.data import collate_images
 from cinn.engine.allocator import retain_freed_memory
 from cinn.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from cinn.engine.distributed import ProcessGroup
-from cinn.engine.hooks import Hook, MetricsLog, StepResult
-from cinn.engine.layout import LAYOUTS, settle_by_timing
+from cinn.engine.hooks import Hook
+from cinn.engine.metrics import METRICS_NAME, MetricsWindow, MetricsWriter, StepResult
+from cinn.engine.model_support import model_support
 from cinn.engine.objective import Objective
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor, step_seed
 from cinn.engine.train_config import TrainConfig, build_optimizer
-from cinn.models import Flow, with_backprop
 from cinn.progress import Progress
+from cinn.viz import plot_learning_curve
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
@@ -92,14 +92,16 @@ class Trainer:
 
     A run directory holds ``checkpoint.pt`` (model, EMA, optimiser, scheduler, step, RNG states, the
     task's full config and ``model_info``: the model spec and data conventions that let
-    :func:`cinn.load` rebuild the model from the file alone); the ``hooks`` add the rest (by default
-    ``metrics.csv``, TensorBoard logs and ``learning_curve.png``; see :mod:`cinn.engine.hooks`). Each
-    step's randomness (batch order, dequantisation noise) is a pure function of ``(seed, step)``, so
-    ``fit(resume=True)`` after a kill continues exactly as an uninterrupted run would. Ctrl-C, SIGTERM
-    and SIGHUP finish the current step, write a checkpoint and end the run cleanly. Under ``torchrun``
-    every rank prepares the same global batch and trains on its slice through DistributedDataParallel;
-    rank 0 writes all files. ``train.backprop=inversion`` wraps the flow
-    (:func:`~cinn.models.with_backprop`); the model itself is not changed.
+    :func:`cinn.load` rebuild the model from the file alone), ``metrics.csv`` with TensorBoard logs and
+    ``learning_curve.png``; ``hooks`` add the rest (sample figures; see :mod:`cinn.engine.hooks`). Every
+    ``eval_every`` steps ``evaluate(model)`` gives the held-out bits/dim (with ``train.keep=best`` the best
+    evaluation's weights are kept). Each step's randomness (batch order, dequantisation noise) is a pure
+    function of ``(seed, step)``, so ``fit(resume=True)`` after a kill continues exactly as an uninterrupted
+    run would. Ctrl-C, SIGTERM and SIGHUP finish the current step, write a checkpoint and end the run cleanly.
+    Under ``torchrun`` every rank prepares the same global batch and trains on its slice through
+    DistributedDataParallel; rank 0 writes all files. What a flow needs beyond that (its memory layout,
+    ``train.backprop=inversion``) is chosen before the loop (:mod:`cinn.engine.model_support`); the model
+    itself is not changed.
 
     Example:
         >>> import tempfile
@@ -119,18 +121,18 @@ class Trainer:
 
     def __init__(self, model: DensityModel, config: TrainConfig, run_dir: str | Path, train_set: Dataset,
                  objective: Objective, *, task: str, task_config: dict[str, Any],
-                 model_info: dict[str, Any] | None = None, hooks: Sequence[Hook] | None = None,
-                 group: ProcessGroup | None = None, progress: bool = True):
+                 model_info: dict[str, Any] | None = None, evaluate: Callable[[nn.Module], float] | None = None,
+                 hooks: Sequence[Hook] = (), group: ProcessGroup | None = None, progress: bool = True):
         self.config = config
         self.group = group or ProcessGroup(device=torch.device("cpu"))
         self.device = self.group.device
         self.model = model.to(self.device)
+        self.support = model_support(self.model)
         self.run_dir = Path(run_dir)
-        self.train_set, self.objective = train_set, objective
+        self.train_set, self.objective, self.evaluate = train_set, objective, evaluate
         self.task, self.task_config, self.model_info = task, task_config, model_info or {}
-        self.hooks = list(hooks) if hooks is not None else [MetricsLog(config.log_every)]
+        self.hooks = list(hooks)
         self.progress = progress and self.is_main
-        self.pending_metrics: dict[str, float] = {}
         if config.retain_freed_memory and self.device.type == "cpu":
             retain_freed_memory()
         if config.flush_denormals and self.device.type == "cpu":
@@ -176,167 +178,44 @@ class Trainer:
     def learning_rate(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
-    # ----------------------------------------------------------------------------------- state
-    def _make_ema(self) -> None:
-        if self.config.ema_decay is not None:
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay))
-
-    def state(self) -> dict[str, Any]:
-        """Everything needed to rebuild the model and to continue the run exactly."""
-        return {
-            **self.model_info,
-            "task": self.task,
-            "config": self.task_config,
-            "step": self.step,
-            "elapsed_seconds": self.elapsed_seconds,
-            "model": self.model.state_dict(),
-            "layout": self.model.layout if isinstance(self.model, Flow) else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "best": self.best,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.random.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        }
-
-    def save(self, final: bool = False) -> None:
-        """Write the checkpoint (main process). A failed write (a full disk, say) leaves the previous
-        checkpoint intact; training goes on and tries again at the next checkpoint, unless this was the
-        ``final`` one, which is a :class:`CheckpointError`."""
-        if not self.is_main:
-            return
-        try:
-            save_checkpoint(self.state(), self.checkpoint_path)
-        except OSError as error:
-            message = (f"could not write {self.checkpoint_path} at step {self.step} ({error.strerror or error}); "
-                       "the previous checkpoint is intact")
-            if final:
-                raise CheckpointError(f"{message}; free space, then train --resume from it") from None
-            self._say(f"warning: {message}; training goes on and tries again at the next checkpoint")
-        for hook in self.hooks:
-            hook.on_checkpoint(self)
-
-    def restore(self, state: dict[str, Any]) -> None:
-        if isinstance(self.model, Flow) and state.get("layout") in LAYOUTS:  # before the optimiser's state
-            self.model.use_memory_format(LAYOUTS[state["layout"]])
-        self.model.load_state_dict(state["model"])
-        self._make_ema()
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.random.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.step = state["step"]
-        self.elapsed_before = state["elapsed_seconds"]
-        self.best = state.get("best")
-
-    def record_evaluation(self, eval_bpd: float) -> None:
-        """Note a held-out evaluation of :attr:`eval_model`; with ``train.keep=best`` its weights are kept
-        (in the checkpoint's ``best`` entry) when it is the lowest so far."""
-        if self.config.keep != "best" or not math.isfinite(eval_bpd):
-            return
-        if self.best is None or eval_bpd < self.best["eval_bpd"]:
-            weights = {key: value.detach().clone() for key, value in self.eval_model.state_dict().items()}
-            self.best = {"step": self.step, "eval_bpd": eval_bpd, "model": weights}
-
-    def kept_model(self) -> DensityModel:
-        """The model with the weights the checkpoint gives to users (see ``train.keep``), in eval mode."""
-        if self.best is None:
-            return self.eval_model.eval()
-        model = copy.deepcopy(self.eval_model)
-        model.load_state_dict(self.best["model"])
-        return model.eval()
-
-    @torch.no_grad()
-    def initialize(self) -> tuple[Tensor, Any]:
-        """Data-dependent init (ActNorm) from one seeded batch, identical on every rank; returns the batch
-        (model-space ``x, c``)."""
-        size = min(self.config.init_batch_size, len(self.train_set))
-        generator = torch.Generator().manual_seed(step_seed(self.config.seed, 0, stream=3))
-        indices = torch.randperm(len(self.train_set), generator=generator)[:size].tolist()
-        images, labels = collate_images([self.train_set[i] for i in indices])
-        noise = torch.Generator(self.device).manual_seed(step_seed(self.config.seed, 0, stream=4))
-        x, c = self.objective.prepare(images.to(self.device), labels.to(self.device), noise)
-        self.model.train()
-        self.model(x, c)
-        self._make_ema()
-        return x, c
-
-    def settle_layout(self, x: Tensor | None, c: Any) -> None:
-        """Choose the memory layout of a flow built with ``channels_last=None`` (:mod:`cinn.engine.layout`):
-        on one CPU process, by timing both on the first ``batch_size`` of the init batch ``x, c`` (or from the
-        cache); otherwise, and when resuming a run that recorded none (``x`` is None), channels_last. Called
-        before the first step, so the optimiser's state is made in that layout."""
-        if not isinstance(self.model, Flow) or self.model.layout_settled:
-            return
-        if x is None:
-            self.model.use_memory_format(torch.channels_last)
-            return
-        if self.device.type != "cpu" or self.group.distributed:
-            self.model.use_memory_format(torch.channels_last)
-            where = f"{self.device.type}{', distributed' if self.group.distributed else ''}"
-            if self.is_main:
-                self._say(f"layout channels_last ({where})")
-            return
-        x, c = _first(x, self.config.batch_size), _first(c, self.config.batch_size)
-        autocast = self._autocast()
-
-        def step(flow: Flow) -> None:
-            with autocast:
-                log_prob = with_backprop(flow, self.config.backprop)(x, c)
-            self.objective.bits_per_dim(log_prob.float(), x).mean().backward()
-
-        choice = settle_by_timing(self.model, step, tuple(x.shape), self.config.precision, self.config.backprop)
-        self._say(choice.describe())
-
     # ----------------------------------------------------------------------------------- loop
     def fit(self, resume: bool = False) -> dict[str, float]:
         """Train until ``config.steps`` (or ``max_minutes``, or a stop signal); return the last metrics row."""
-        if resume:
-            self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
-            self.settle_layout(None, None)
-        else:
-            self.settle_layout(*self.initialize())
+        self.begin(resume)
         train_model, autocast = self._training_model(), self._autocast()
-        schedule = BatchSchedule(len(self.train_set), self.config.batch_size, self.config.steps, self.config.seed,
-                                 self.step)
-        loader = DataLoader(self.train_set, batch_sampler=schedule, collate_fn=collate_images,
-                            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
-        self._session_start = time.monotonic()
-        self.model.train()
+        window, metrics = MetricsWindow(), MetricsWriter(self.run_dir, self.step, enabled=self.is_main)
+        row: dict[str, float] = {}
+        pending: dict[str, float] = {}  # evaluations and hook values waiting for the next row
         for hook in self.hooks:
             hook.on_start(self)
-        budget = None if self.config.max_minutes is None else 60 * self.config.max_minutes
-        metrics_log = next((hook for hook in self.hooks if isinstance(hook, MetricsLog)), None)
-        with self._stop_on_signals(), Progress(self.task, total=self.config.steps, initial=self.step, unit="steps",
-                                               time_budget_s=budget, elapsed_s=self.elapsed_before,
-                                               enabled=self.progress) as self._progress:
-            for images, labels in loader:
+        with self._stop_on_signals(), self._progress_line() as progress:
+            for images, labels in self._loader():
                 result = self.train_step(train_model, autocast, images, labels)
+                window.add(result)
+                if self.evaluate is not None and self._due(self.config.eval_every) and self.is_main:
+                    pending["eval_bpd"] = self.evaluate_and_keep_best()
                 for hook in self.hooks:
-                    hook.on_step(self, result)
+                    pending.update(hook.on_step(self, result) or {})
+                if self._due(self.config.log_every) or self.step == self.config.steps:
+                    row, pending = {**window.row(self.learning_rate, self.elapsed_seconds), **pending}, {}
+                    metrics.write(self.step, row)
                 stop = self._stop_signal is not None or self._out_of_time()
-                save = self.step % self.config.checkpoint_every == 0 or stop or self.step == self.config.steps
-                if save or self.step % self.config.log_every == 0:
+                last = stop or self.step == self.config.steps
+                if last or self._due(self.config.checkpoint_every) or self._due(self.config.log_every):
                     self._check_non_finite()
-                self._progress.update(1, **self._progress_fields(metrics_log))
-                if save:
-                    self.save(final=stop or self.step == self.config.steps)
+                progress.update(1, **({"bpd": f"{row['train_bpd']:.3f}"} if row else {}))
+                if last or self._due(self.config.checkpoint_every):
+                    self.save(final=last)
+                    metrics.flush()
                 if stop:
-                    reason = {None: "time budget reached", "SIGINT": "interrupted"}.get(
-                        self._stop_signal, f"stopped by {self._stop_signal}")
-                    self._say(f"{reason} at step {self.step}; checkpoint written to {self.checkpoint_path}")
+                    self._say(f"{self._stop_reason()} at step {self.step}; checkpoint written to "
+                              f"{self.checkpoint_path}")
                     break
-        self._progress = None
         for hook in self.hooks:
             hook.on_end(self)
-        if self.config.keep == "best" and self.is_main:
-            print(f"kept the weights of step {self.best['step']}, the best held-out evaluation "
-                  f"({self.best['eval_bpd']:.4f} bits/dim; train.keep=best)" if self.best is not None else
-                  "train.keep=best, but no evaluation has run yet: the last step's weights are kept")
-        return metrics_log.last if metrics_log is not None else {}
+        metrics.close()
+        self.finish()
+        return row
 
     def train_step(self, train_model: nn.Module, autocast: AbstractContextManager, images: Tensor,
                    labels: Tensor) -> StepResult:
@@ -369,6 +248,165 @@ class Trainer:
             self.ema.update_parameters(self.model)
         return StepResult(loss, grad_norm, finite, len(images))
 
+    def evaluate_and_keep_best(self) -> float:
+        """The held-out bits/dim of :attr:`eval_model` now; with ``train.keep=best`` its weights are kept (in
+        the checkpoint's ``best`` entry) when it is the lowest so far."""
+        value = self.evaluate(self.eval_model)
+        self.model.train()
+        better = self.best is None or value < self.best["eval_bpd"]
+        if self.config.keep == "best" and math.isfinite(value) and better:
+            weights = {key: tensor.detach().clone() for key, tensor in self.eval_model.state_dict().items()}
+            self.best = {"step": self.step, "eval_bpd": value, "model": weights}
+        return value
+
+    # ----------------------------------------------------------------------------------- before and after
+    def begin(self, resume: bool) -> None:
+        """Restore the run from its checkpoint (``resume``), or initialise the model from the first batch;
+        then settle the model's memory layout, before the optimiser's first step."""
+        if resume:
+            self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
+            self.settle_layout(None, None)
+        else:
+            self.settle_layout(*self.initialize())
+        self._session_start = time.monotonic()
+        self.model.train()
+
+    def finish(self) -> None:
+        """Draw the learning curve and say which weights the checkpoint gives to users (``train.keep``)."""
+        path = self.run_dir / METRICS_NAME
+        if not self.is_main:
+            return
+        if path.exists():
+            plot_learning_curve(path, self.run_dir / "learning_curve.png",
+                                title=f"{self.task}: {self.run_dir.name}")
+        if self.config.keep == "best":
+            print(f"kept the weights of step {self.best['step']}, the best held-out evaluation "
+                  f"({self.best['eval_bpd']:.4f} bits/dim; train.keep=best)" if self.best is not None else
+                  "train.keep=best, but no evaluation has run yet: the last step's weights are kept")
+
+    @torch.no_grad()
+    def initialize(self) -> tuple[Tensor, Any]:
+        """Data-dependent init (ActNorm) from one seeded batch, identical on every rank; returns the batch
+        (model-space ``x, c``)."""
+        size = min(self.config.init_batch_size, len(self.train_set))
+        generator = torch.Generator().manual_seed(step_seed(self.config.seed, 0, stream=3))
+        indices = torch.randperm(len(self.train_set), generator=generator)[:size].tolist()
+        images, labels = collate_images([self.train_set[i] for i in indices])
+        noise = torch.Generator(self.device).manual_seed(step_seed(self.config.seed, 0, stream=4))
+        x, c = self.objective.prepare(images.to(self.device), labels.to(self.device), noise)
+        self.model.train()
+        self.model(x, c)
+        self._make_ema()
+        return x, c
+
+    def settle_layout(self, x: Tensor | None, c: Any) -> None:
+        """Choose the model's memory layout (:meth:`~cinn.engine.model_support.ModelSupport.settle_layout`) by
+        timing training steps on the first ``batch_size`` of the init batch ``x, c``; ``x`` None when resuming a
+        run that recorded none."""
+        where = None
+        if self.device.type != "cpu" or self.group.distributed:
+            where = f"{self.device.type}{', distributed' if self.group.distributed else ''}"
+        loss, shape = None, ()
+        if x is not None:
+            x, c = _first(x, self.config.batch_size), _first(c, self.config.batch_size)
+            autocast = self._autocast()
+
+            def loss(model: nn.Module) -> Tensor:
+                with autocast:
+                    log_prob = model(x, c)
+                return self.objective.bits_per_dim(log_prob.float(), x).mean()
+
+            shape = tuple(x.shape)
+        line = self.support.settle_layout(loss, shape, precision=self.config.precision,
+                                          backprop=self.config.backprop, where=where)
+        if line is not None and self.is_main:
+            self._say(line)
+
+    # ----------------------------------------------------------------------------------- state
+    def _make_ema(self) -> None:
+        if self.config.ema_decay is not None:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay))
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to rebuild the model and to continue the run exactly."""
+        return {
+            **self.model_info,
+            "task": self.task,
+            "config": self.task_config,
+            "step": self.step,
+            "elapsed_seconds": self.elapsed_seconds,
+            "model": self.model.state_dict(),
+            "layout": self.support.layout,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "best": self.best,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.random.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def save(self, final: bool = False) -> None:
+        """Write the checkpoint (main process). A failed write (a full disk, say) leaves the previous
+        checkpoint intact; training goes on and tries again at the next checkpoint, unless this was the
+        ``final`` one, which is a :class:`CheckpointError`."""
+        if not self.is_main:
+            return
+        try:
+            save_checkpoint(self.state(), self.checkpoint_path)
+        except OSError as error:
+            message = (f"could not write {self.checkpoint_path} at step {self.step} ({error.strerror or error}); "
+                       "the previous checkpoint is intact")
+            if final:
+                raise CheckpointError(f"{message}; free space, then train --resume from it") from None
+            self._say(f"warning: {message}; training goes on and tries again at the next checkpoint")
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.support.restore_layout(state.get("layout"))  # before the optimiser's state
+        self.model.load_state_dict(state["model"])
+        self._make_ema()
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.random.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = state["step"]
+        self.elapsed_before = state["elapsed_seconds"]
+        self.best = state.get("best")
+
+    def kept_model(self) -> DensityModel:
+        """The model with the weights the checkpoint gives to users (see ``train.keep``), in eval mode."""
+        if self.best is None:
+            return self.eval_model.eval()
+        model = copy.deepcopy(self.eval_model)
+        model.load_state_dict(self.best["model"])
+        return model.eval()
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _due(self, every: int | None) -> bool:
+        """Whether the step just done is one of every ``every``-th (never when ``every`` is 0 or None)."""
+        return bool(every) and self.step % every == 0
+
+    def _loader(self) -> DataLoader:
+        """The batches from the current step on (:class:`BatchSchedule`)."""
+        schedule = BatchSchedule(len(self.train_set), self.config.batch_size, self.config.steps, self.config.seed,
+                                 self.step)
+        return DataLoader(self.train_set, batch_sampler=schedule, collate_fn=collate_images,
+                          num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
+
+    @contextmanager
+    def _progress_line(self) -> Iterator[Progress]:
+        budget = None if self.config.max_minutes is None else 60 * self.config.max_minutes
+        with Progress(self.task, total=self.config.steps, initial=self.step, unit="steps", time_budget_s=budget,
+                      elapsed_s=self.elapsed_before, enabled=self.progress) as self._progress:
+            yield self._progress
+        self._progress = None
+
+    def _stop_reason(self) -> str:
+        return {None: "time budget reached", "SIGINT": "interrupted"}.get(self._stop_signal,
+                                                                          f"stopped by {self._stop_signal}")
+
     def _check_non_finite(self) -> None:
         """Read the non-finite counts (one wait for the device): say which steps were skipped, and stop
         when ``max_nonfinite_steps`` came in a row."""
@@ -383,16 +421,9 @@ class Trainer:
                 f"at step {last}. The last good checkpoint is {self.checkpoint_path}; lower "
                 "train.lr or set train.grad_clip, then resume.")
 
-    def _progress_fields(self, metrics_log: MetricsLog | None) -> dict[str, str]:
-        loss = (metrics_log.last or {}).get("train_bpd") if metrics_log is not None else None
-        return {} if loss is None else {"bpd": f"{loss:.3f}"}
-
     def _training_model(self) -> nn.Module:
         """What the step calls: the model, wrapped for backprop by inversion, DDP and torch.compile as asked."""
-        if self.config.backprop == "inversion" and not isinstance(self.model, Flow):
-            raise ConfigError(f"train.backprop=inversion needs an invertible model; a {type(self.model).__name__} "
-                              "is not one")
-        model = with_backprop(self.model, self.config.backprop) if isinstance(self.model, Flow) else self.model
+        model = self.support.training_module(self.config.backprop)
         if self.group.distributed:
             model = DistributedDataParallel(model)
         return torch.compile(model, mode=self.config.compile_mode) if self.config.compile else model
