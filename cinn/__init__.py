@@ -1,6 +1,6 @@
 """cinn: conditional invertible neural networks and Glow, with verified invertibility and exact bits/dim."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from cinn.engine.checkpoint import load, load_trained
 from cinn.likelihood import bits_per_dim, dequantize, quantize

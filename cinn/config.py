@@ -6,7 +6,9 @@ in order, from the dataclass defaults, a YAML file, and command-line overrides i
     config = load_config(GlowConfig, "configs/glow/mnist.yaml", ["--train.lr=5e-4", "--model.n_levels", "3"])
 
 Every value is checked against its field's type hint (``int``, ``float``, ``bool``, ``str``,
-``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``). Unknown keys and wrong
+``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, Any]``). A dict
+field holds a part's name and options, such as ``{map: soft_clamp_affine, clamp: 1.5}``: a file or
+``--key={...}`` gives the whole dict, ``--key.option=value`` sets one entry. Unknown keys and wrong
 types are :class:`ConfigError` s naming the dotted key, where the value came from, and what is expected.
 Floats must be finite: NaN and ±inf are refused for every float field (no setting means anything by them;
 ``X | None`` fields use null for "off"). Ranges are not checked here: a dataclass may define
@@ -194,7 +196,8 @@ def config_help(cls: type) -> list[tuple[str, str, str, str]]:
         if _is_section(kind):
             rows += [(f"{key}.{name}", *rest) for name, *rest in config_help(kind)]
         else:
-            rows.append((key, _describe(kind), yaml.safe_dump(_plain(value), default_flow_style=True).strip()
+            default = yaml.safe_dump(_plain(value), default_flow_style=True, sort_keys=False)
+            rows.append((key, _describe(kind), default.strip()
                          .removesuffix("...").strip(), docs.get(key, "")))
     return rows
 
@@ -249,6 +252,10 @@ def _is_dataclass_instance(value: Any) -> bool:
 
 def _is_section(kind: Any) -> bool:
     return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _is_mapping(kind: Any) -> bool:
+    return (typing.get_origin(kind) or kind) is dict
 
 
 def _defaults(cls: type[T]) -> T:
@@ -353,6 +360,9 @@ def _override(config: T, parts: list[str], text: str, walked: str = "") -> T:
     elif _is_section(kind):
         raise ConfigError(f"'{dotted}' is a section, not a value ({COMMAND_LINE}); set its keys with "
                           f"--{dotted}.KEY=VALUE")
+    elif rest and _is_mapping(kind) and len(rest) == 1:
+        value = _checked({**getattr(config, key), rest[0]: _from_text(text, Any)}, kind, dotted, COMMAND_LINE,
+                         given=text)
     elif rest:
         raise ConfigError(f"'{dotted}' is a value, not a section, so '{dotted}.{'.'.join(rest)}' does not exist "
                           f"({COMMAND_LINE}); write --{dotted}=VALUE")
@@ -399,6 +409,8 @@ def _holds_non_finite(value: Any) -> bool:
         return not math.isfinite(value)
     if isinstance(value, (list, tuple)):
         return any(_holds_non_finite(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(item) for item in value.values())
     return False
 
 
@@ -430,6 +442,11 @@ def _coerce(value: Any, kind: Any) -> Any:
         else:
             items = [_coerce(item, args[0]) for item in value] if args else list(value)
         return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(name, str) for name in value):
+            raise _MismatchError
+        item_kind = args[1] if len(args) == 2 else Any
+        return {name: _coerce(_number_if_numeric(item), item_kind) for name, item in value.items()}
     if kind is Any:
         return value
     if kind is type(None):
@@ -451,7 +468,18 @@ def _coerce(value: Any, kind: Any) -> Any:
             return value
         raise _MismatchError
     raise TypeError(f"config fields of type {kind!r} are not supported; use int, float, bool, str, Literal, "
-                    "X | None, list or tuple")
+                    "X | None, list, tuple or dict[str, Any]")
+
+
+def _number_if_numeric(value: Any) -> Any:
+    """``value``, or the float of a string that is a number, such as ``1e-3`` or ``inf`` (YAML 1.1 reads these
+    as strings), in a dict whose items' types only the part they configure knows."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _to_float(value: Any) -> float:
@@ -483,6 +511,8 @@ def _describe(kind: Any) -> str:
                 return f"a list of {len(args)} {_plural(args[0])}"
             return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
         return f"a list of {_plural(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping such as {name: ..., option: value}"
     return _NAMES.get(kind, f"a {getattr(kind, '__name__', kind)}")
 
 
@@ -506,6 +536,8 @@ def _plain(value: Any) -> Any:
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     return value
 
 

@@ -41,7 +41,7 @@ import argparse
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -51,9 +51,10 @@ from torch.utils.data import Dataset, Subset
 
 from cinn import cli
 from cinn.bench import benchmark_training
+from cinn.blocks import coupling_map, subnet_constructor
 from cinn.check import check_trained
 from cinn.config import ConfigError, config_from_dict, config_to_dict, format_config_help, load_config
-from cinn.data.named_datasets import MNIST_LIKE
+from cinn.data import is_dataset_name
 from cinn.engine import (
     BitsPerDim,
     Objective,
@@ -71,8 +72,6 @@ from cinn.engine import (
     trained_weights,
 )
 from cinn.engine.checkpoint import (
-    CHECKPOINT_FORMAT,
-    LEGACY_FORMAT,
     rebuild_model,
     require_entries,
     require_task,
@@ -93,9 +92,6 @@ MAX_BLOCKS = 1024
 """The most couplings a config may ask for in all (the shipped configs have at most 96): models are built block by
 block, so a typo's 10**8 would build for hours."""
 
-NAMED_DATASETS = (*MNIST_LIKE, "cifar10", "celeba")
-"""The dataset names ``data.dataset`` may hold instead of a folder."""
-
 EXPORTED_ENTRIES = ("task", "config", "model_spec", "conventions", "cinn_version", "step")
 """The entries of a checkpoint that ``export`` keeps, with the trained weights."""
 
@@ -105,7 +101,8 @@ class ImageDataConfig:
     """The ``data:`` section of a task on image datasets (a task subclasses it to add its own settings)."""
 
     dataset: str = "fashion-mnist"
-    """mnist | fashion-mnist | cifar10 | a folder of images (then image_size and channels apply)"""
+    """a registered dataset (cinn.data.DATASETS: mnist, fashion-mnist, cifar10, ...) or a folder of images (then
+    image_size and channels apply)"""
     root: str | None = None
     """where the named dataset lives (default: torchvision's download folder, Debian's package)"""
     image_size: int = 32
@@ -134,8 +131,10 @@ class CinnModelConfig:
     """conditional soft-clamp couplings per scale"""
     hidden_channels: int = 64
     """width of the coupling subnets"""
-    clamp: float = 1.5
-    """soft clamp of the couplings' log-scales"""
+    coupling: dict[str, Any] = field(default_factory=lambda: {"map": "soft_clamp_affine", "clamp": 1.5})
+    """the couplings' element-wise map and its options (a registered coupling map, cinn.blocks.COUPLING_MAPS)"""
+    subnet: str = "cinn_conv"
+    """the couplings' subnets (a registered subnet, cinn.blocks.SUBNETS)"""
     split_prior: bool = False
     """predict each split-off latent's Gaussian from the kept channels"""
     actnorm: bool = False
@@ -144,11 +143,27 @@ class CinnModelConfig:
     def validate(self) -> None:
         if self.n_levels < 1 or self.blocks_per_level < 1 or self.hidden_channels < 1:
             raise ConfigError("model.n_levels, model.blocks_per_level and model.hidden_channels must be positive")
-        if self.clamp <= 0:
-            raise ConfigError(f"model.clamp must be positive, got {self.clamp}")
+        check_coupling_and_subnet(self.coupling, self.subnet)
         if self.n_levels * self.blocks_per_level > MAX_BLOCKS:
             raise ConfigError(f"model.n_levels x model.blocks_per_level must be at most {MAX_BLOCKS} couplings, "
                               f"got {self.n_levels} x {self.blocks_per_level}")
+
+
+def check_coupling_and_subnet(coupling: dict[str, Any], subnet: str | None) -> None:
+    """``model.coupling`` must name a registered coupling map with options it takes, and ``model.subnet`` a
+    registered subnet (None: the model has no choice of subnet); else a one-line :class:`ConfigError`.
+
+    Example:
+        >>> check_coupling_and_subnet({"map": "additive", "clamp": 1.0}, "glow_conv")
+        Traceback (most recent call last):
+        cinn.config.ConfigError: model.coupling: coupling map 'additive' takes no options, not clamp
+    """
+    for key, check in (("coupling", lambda: coupling_map(coupling)),
+                       ("subnet", lambda: subnet is None or subnet_constructor(subnet, 1))):
+        try:
+            check()
+        except ValueError as error:
+            raise ConfigError(f"model.{key}: {error}") from None
 
 
 @dataclass
@@ -275,7 +290,7 @@ class Task(ABC, Generic[C]):
         one is refused: its figures would become data). By default ``data.dataset`` when it is a folder, not a
         dataset's name."""
         dataset = getattr(getattr(config, "data", None), "dataset", None)
-        if not isinstance(dataset, str) or dataset.lower() in NAMED_DATASETS:
+        if not isinstance(dataset, str) or is_dataset_name(dataset):
             return []
         folder = Path(dataset).expanduser()
         return [("data.dataset", folder)] if folder.is_dir() else []
@@ -283,10 +298,6 @@ class Task(ABC, Generic[C]):
     def commands(self) -> list[Command]:
         """The task's own commands beyond the kernel's."""
         return []
-
-    def legacy_facts(self, state: dict[str, Any]) -> dict[str, Any]:
-        """:func:`data_facts` of a run from what a ``cinn-checkpoint-1`` file stored."""
-        return {"image_shape": list(state.get("input_shape", [])), "n_classes": int(state.get("num_classes", 0))}
 
     # ------------------------------------------------------------------ kernel
     def build_model(self, config: C, facts: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -311,15 +322,10 @@ class Task(ABC, Generic[C]):
         return TrainedRun(config, model, state["conventions"], state, device)
 
     def read_state(self, checkpoint: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-        """A checkpoint of this task as a dict, files of the earlier format upgraded in memory."""
+        """A checkpoint of this task as a dict (files of an earlier readable format upgraded in memory)."""
         state = load_checkpoint(checkpoint, map_location=device)
         require_task(state.get("task"), self.name, checkpoint)
         require_entries(state, ("config",), checkpoint)
-        if state.get("format") == LEGACY_FORMAT:
-            config = config_from_dict(self.config_class, state["config"])
-            facts = self.legacy_facts(state)
-            state = {**state, **model_info(self.model_spec(config, facts), self.conventions(config, facts)),
-                     "format": CHECKPOINT_FORMAT}
         return state
 
     def train(self, args: argparse.Namespace, overrides: Sequence[str]) -> None:

@@ -62,7 +62,8 @@ from cinn.data import (
     DataError,
     ImageFolderDataset,
     cache_in_memory,
-    load_places365,
+    is_dataset_name,
+    load_dataset,
     open_image,
     skimage_photo,
     split_dataset,
@@ -82,10 +83,11 @@ SAMPLES_LIMIT = f"1 to {MAX_SAMPLES}, drawn in one batch, so memory grows with t
 @dataclass
 class DataConfig:
     path: str | None = None
-    """a folder of photos, places365 (torchvision's Places365, 256x256 scenes, its val split held out), or null
-    for scikit-image's bundled photos with holdout held out"""
+    """a folder of photos, a registered dataset of colour photos (cinn.data.DATASETS, e.g. places365:
+    torchvision's Places365, 256x256 scenes, its val split held out), or null for scikit-image's bundled photos
+    with holdout held out"""
     root: str | None = None
-    """where places365 lives or is downloaded to (default: ./data)"""
+    """where a registered dataset lives or is downloaded to (places365's default: ./data)"""
     holdout: str = "chelsea"
     """the scikit-image photo held out for validation (when path is null)"""
     val_fraction: float = 0.125
@@ -196,9 +198,12 @@ class ColorizeTask(Task[ColorizeConfig]):
             names = [name for name in SKIMAGE_PHOTOS if name != data.holdout]
             return (square_photos([skimage_photo(name) for name in names], data.image_size),
                     square_photos([skimage_photo(data.holdout)], data.image_size))
-        if data.path.lower() == "places365":
-            return (load_places365(data.root, "train-standard", data.image_size),
-                    load_places365(data.root, "val", data.image_size))
+        if is_dataset_name(data.path):
+            splits = tuple(load_dataset(data.path, data.root, train, data.image_size) for train in (True, False))
+            if splits[0][0][0].shape[0] != 3:
+                raise DataError(f"{data.path} holds grey images; colourisation needs colour photos: set data.path "
+                                "to a folder of colour photos or a dataset of them, such as places365")
+            return splits
         photos = ImageFolderDataset(data.path, data.image_size, channels=3, min_size=data.crop_size,
                                     setting="data.crop_size")
         if data.cache:
@@ -207,7 +212,7 @@ class ColorizeTask(Task[ColorizeConfig]):
 
     def data_folders(self, config) -> list[tuple[str, Path]]:
         path = config.data.path
-        if path is None or path.lower() == "places365" or not Path(path).is_dir():
+        if path is None or is_dataset_name(path) or not Path(path).is_dir():
             return []
         return [("data.path", Path(path))]
 
@@ -224,7 +229,7 @@ class ColorizeTask(Task[ColorizeConfig]):
             where = f"all {len(photos)} photos in {data}"
         else:
             path = config.data.path
-            if path is not None and path.lower() != "places365" and not Path(path).is_dir():
+            if path is not None and not is_dataset_name(path) and not Path(path).is_dir():
                 raise DataError(f"the photos this model was trained on ({config.data.path}) are not on this "
                                 "machine, nor its validation photos; pass --data FOLDER of photos to evaluate on")
             photos = self.photos(config)[1]
@@ -238,9 +243,6 @@ class ColorizeTask(Task[ColorizeConfig]):
 
     def conventions(self, config, facts) -> dict[str, Any]:
         return colour_conventions(config.data.image_size, config.model.n_levels, config.data.ab_downsample)
-
-    def legacy_facts(self, state) -> dict[str, Any]:
-        return {}
 
     def objective(self, config, train) -> LabColorization:
         data = config.data

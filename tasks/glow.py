@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from cinn.blocks import map_spec
 from cinn.cli import int_in_range, pillow_formats, positive_int, writable_image
 from cinn.config import ConfigError
 from cinn.data import BinaryAttributes, DataError, dataset_attributes, load_dataset
@@ -34,7 +35,7 @@ from cinn.latent import attribute_direction, interpolate_latents, manipulate
 from cinn.models import build_glow
 from cinn.models.flow import Condition
 from cinn.models.registry import model_spec
-from cinn.task import MAX_BLOCKS, Command, ImageDataConfig, Task
+from cinn.task import MAX_BLOCKS, Command, ImageDataConfig, Task, check_coupling_and_subnet
 from cinn.viz import save_grid
 
 
@@ -46,10 +47,11 @@ class ModelConfig:
     """flow steps per scale: ActNorm, channel mixing, coupling"""
     hidden_channels: int = 128
     """width of the coupling subnets"""
-    coupling: Literal["affine", "additive"] = "affine"
-    """element-wise map of the couplings"""
-    min_scale: float = 0.0
-    """floor of the affine coupling's scale (0 is Glow's σ(h + 2); bounds the inverse's gain by 1/min_scale)"""
+    coupling: dict[str, Any] = field(default_factory=lambda: {"map": "sigmoid_affine", "min_scale": 0.0})
+    """the couplings' element-wise map and its options (a registered coupling map, cinn.blocks.COUPLING_MAPS);
+    sigmoid_affine's min_scale floors Glow's σ(h + 2) and bounds the inverse's gain by 1/min_scale"""
+    subnet: str = "glow_conv"
+    """the couplings' subnets (a registered subnet, cinn.blocks.SUBNETS)"""
     permutation: Literal["lu", "plain", "reverse", "shuffle"] = "lu"
     """channel mixing: learned 1x1 convolution (LU or plain), reversal or a fixed shuffle"""
     learn_top_prior: bool = True
@@ -64,6 +66,7 @@ class ModelConfig:
     def validate(self) -> None:
         if self.n_levels < 1 or self.steps_per_level < 1 or self.hidden_channels < 1:
             raise ConfigError("model.n_levels, model.steps_per_level and model.hidden_channels must be positive")
+        check_coupling_and_subnet(self.coupling, self.subnet)
         if self.n_levels * self.steps_per_level > MAX_BLOCKS:
             raise ConfigError(f"model.n_levels x model.steps_per_level must be at most {MAX_BLOCKS} flow steps, "
                               f"got {self.n_levels} x {self.steps_per_level}")
@@ -150,7 +153,7 @@ class GlowTask(Task[GlowConfig]):
             raise ConfigError(f"model.class_conditional needs a labelled dataset; {config.data.dataset} has none")
         return model_spec(build_glow, input_shape=facts["image_shape"], n_levels=model.n_levels,
                           steps_per_level=model.steps_per_level, hidden_channels=model.hidden_channels,
-                          coupling=model.coupling, min_scale=model.min_scale, permutation=model.permutation,
+                          coupling=map_spec(model.coupling), subnet=model.subnet, permutation=model.permutation,
                           learn_top_prior=model.learn_top_prior, split_prior=model.split_prior,
                           n_classes=facts["n_classes"] if model.class_conditional else 0, seed=config.train.seed,
                           channels_last=model.channels_last)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from cinn.blocks import map_spec
 from cinn.classifier import ImageClassifier, cached_classifier, class_consistency, load_classifier_cache
 from cinn.cli import (
     MAX_TEMPERATURE,
@@ -68,7 +69,7 @@ class DataConfig(ImageDataConfig):
 
 @dataclass
 class ModelConfig(CinnModelConfig):
-    """The conv settings are those of :class:`~cinn.task.CinnModelConfig`; clamp and actnorm apply to both."""
+    """The conv settings are those of :class:`~cinn.task.CinnModelConfig`; coupling and actnorm apply to both."""
 
     n_levels: int = 2
     """conv: scales (Haar downsampling, couplings, permutations, a split)"""
@@ -95,12 +96,14 @@ class ModelConfig(CinnModelConfig):
             raise ConfigError("model.n_blocks and model.hidden_features must be positive")
         if self.n_blocks > MAX_BLOCKS:
             raise ConfigError(f"model.n_blocks must be at most {MAX_BLOCKS}, got {self.n_blocks}")
-        fc_only = {"permutation": "shuffle", "class_affine": "none", "heavy_tails": False, "subnet_inputs": "raw"}
-        changed = [f"model.{name}={getattr(self, name)}" for name, default in fc_only.items()
+        only = {"fc": {"permutation": "shuffle", "class_affine": "none", "heavy_tails": False,
+                       "subnet_inputs": "raw"}, "conv": {"subnet": "cinn_conv"}}
+        other = "conv" if self.architecture == "fc" else "fc"
+        changed = [f"model.{name}={getattr(self, name)}" for name, default in only[other].items()
                    if getattr(self, name) != default]
-        if self.architecture != "fc" and changed:
-            raise ConfigError(f"{', '.join(changed)}: only the fc architecture has this; model.architecture is "
-                              f"{self.architecture}")
+        if changed:
+            raise ConfigError(f"{', '.join(changed)}: only the {other} architecture has this; model.architecture "
+                              f"is {self.architecture}")
 
 
 @dataclass
@@ -155,20 +158,18 @@ class ClassConditionalTask(Task[MnistConfig]):
         model, shape, n_classes = config.model, facts["image_shape"], facts["n_classes"]
         if model.architecture == "fc":
             return model_spec(build_cinn_fc, input_shape=shape, n_classes=n_classes, n_blocks=model.n_blocks,
-                              hidden_features=model.hidden_features, clamp=model.clamp, actnorm=model.actnorm,
+                              hidden_features=model.hidden_features, coupling=map_spec(model.coupling),
+                              actnorm=model.actnorm,
                               permutation=model.permutation, seed=config.train.seed,
                               class_affine=model.class_affine, heavy_tails=model.heavy_tails,
                               subnet_inputs=model.subnet_inputs)
         return model_spec(build_cinn, input_shape=shape, condition_shape=[n_classes], n_levels=model.n_levels,
                           blocks_per_level=model.blocks_per_level, hidden_channels=model.hidden_channels,
-                          clamp=model.clamp, split_prior=model.split_prior, actnorm=model.actnorm,
-                          seed=config.train.seed)
+                          coupling=map_spec(model.coupling), subnet=model.subnet, split_prior=model.split_prior,
+                          actnorm=model.actnorm, seed=config.train.seed)
 
     def conventions(self, config, facts) -> dict[str, Any]:
         return {**facts, "n_bits": config.data.n_bits, "dataset": config.data.dataset}
-
-    def legacy_facts(self, state) -> dict[str, Any]:
-        return {"image_shape": list(state["input_shape"]), "n_classes": 10}
 
     def objective(self, config, train) -> Objective:
         if train and config.data.train_noise == "gaussian":

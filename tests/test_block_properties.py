@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -23,6 +24,7 @@ from cinn.blocks import (
     conv_subnet,
     coupling_map,
     fc_subnet,
+    map_spec,
 )
 from cinn.blocks._shapes import mix_channels
 
@@ -71,7 +73,7 @@ def test_actnorm_reverse_before_init_is_an_error():
     assert not bool(norm.initialized)
 
 
-@pytest.mark.parametrize("transform", ["additive", "affine_soft_clamp", Additive(), SoftClampAffine(clamp=0.5)],
+@pytest.mark.parametrize("transform", ["additive", "soft_clamp_affine", Additive(), SoftClampAffine(clamp=0.5)],
                          ids=repr)
 @pytest.mark.parametrize("two_sided", [False, True])
 def test_zero_initialised_coupling_is_the_identity(transform, two_sided):
@@ -85,7 +87,7 @@ def test_zero_initialised_coupling_is_the_identity(transform, two_sided):
 
 def test_zero_initialised_glow_sigmoid_coupling_is_a_fixed_scaling():
     """Glow's σ(h + 2) starts at σ(2) ≈ 0.88, not 1: the block starts as y_b = x_b·σ(2)."""
-    block = CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid")
+    block = CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="sigmoid_affine")
     x = torch.randn(3, 4)
     (y,), log_det = block([x])
     scale = torch.sigmoid(torch.tensor(2.0))
@@ -97,8 +99,9 @@ def test_zero_initialised_glow_sigmoid_coupling_is_a_fixed_scaling():
 def test_min_scale_floors_the_sigmoid_scale_and_bounds_the_inverse():
     """With ``min_scale = m`` the scale is ``m + (1 − m)·σ(h + 2)``: ``m`` when the subnet says "contract
     all the way", so the inverse amplifies an error in ``y_b`` by at most ``1/m``; Glow's form gives 0."""
-    glow, floored = (CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid",
-                                   min_scale=m).double() for m in (0.0, 0.25))
+    glow, floored = (CouplingBlock([(4,)], subnet_constructor=fc_subnet(8),
+                                   transform={"map": "sigmoid_affine", "min_scale": m}).double()
+                     for m in (0.0, 0.25))
     for block in (glow, floored):
         torch.nn.init.constant_(block.subnet_b[-1].bias[2:], -60.0)
     x = torch.randn(3, 4, dtype=torch.float64)
@@ -115,7 +118,8 @@ def test_min_scale_floors_the_sigmoid_scale_and_bounds_the_inverse():
 
 def test_min_scale_zero_is_glows_sigmoid_and_out_of_range_floors_are_refused():
     torch.manual_seed(3)
-    blocks = [CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid", min_scale=m)
+    blocks = [CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform={"map": "sigmoid_affine",
+                                                                                 "min_scale": m})
               for m in (0.0, 1e-12)]
     perturb_(blocks[0])
     blocks[1].load_state_dict(blocks[0].state_dict())
@@ -125,30 +129,33 @@ def test_min_scale_zero_is_glows_sigmoid_and_out_of_range_floors_are_refused():
     assert torch.allclose(y0, y1) and torch.allclose(log_det0, log_det1, atol=1e-5)
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="min_scale must be in"):
-            CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="affine_sigmoid", min_scale=bad)
+            CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform={"map": "sigmoid_affine",
+                                                                              "min_scale": bad})
 
 
 @pytest.mark.parametrize("name, options, expected", [
     ("additive", {}, Additive()),
-    ("additive", {"clamp": 3.0, "min_scale": 0.5}, Additive()),
-    ("affine_sigmoid", {}, SigmoidAffine(min_scale=0.0)),
-    ("affine_sigmoid", {"clamp": 3.0, "min_scale": 0.5}, SigmoidAffine(min_scale=0.5)),
-    ("affine_soft_clamp", {}, SoftClampAffine(clamp=2.0)),
-    ("affine_soft_clamp", {"clamp": 1.5, "min_scale": 0.5}, SoftClampAffine(clamp=1.5)),
+    ("sigmoid_affine", {}, SigmoidAffine(min_scale=0.0)),
+    ("sigmoid_affine", {"min_scale": 0.5}, SigmoidAffine(min_scale=0.5)),
+    ("soft_clamp_affine", {}, SoftClampAffine(clamp=1.5)),
+    ("soft_clamp_affine", {"clamp": 2.0}, SoftClampAffine(clamp=2.0)),
 ])
-def test_transform_names_stand_for_maps_with_the_old_defaults(name, options, expected):
-    assert coupling_map(name, **options) == expected
-    assert CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform=name, **options).transform == expected
+def test_map_specs_stand_for_registered_maps_and_round_trip(name, options, expected):
+    spec = {"map": name, **options}
+    assert coupling_map(spec) == expected and coupling_map(map_spec(expected)) == expected
+    assert CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform=spec).transform == expected
+    assert map_spec(spec) == {"map": name, **dataclasses.asdict(expected)}
 
 
-@pytest.mark.parametrize("name, transform", [("additive", Additive()), ("affine_sigmoid", SigmoidAffine(0.3)),
-                                             ("affine_soft_clamp", SoftClampAffine(1.5))], ids=repr)
-def test_a_map_object_builds_the_same_block_as_its_name(name, transform):
+@pytest.mark.parametrize("spec, transform", [({"map": "additive"}, Additive()),
+                                             ({"map": "sigmoid_affine", "min_scale": 0.3}, SigmoidAffine(0.3)),
+                                             ({"map": "soft_clamp_affine", "clamp": 1.5}, SoftClampAffine(1.5))],
+                         ids=repr)
+def test_a_map_object_builds_the_same_block_as_its_name(spec, transform):
     """Same subnet names, shapes and outputs (the maps hold no state), so checkpoints load either way."""
-    options = {"min_scale": 0.3, "clamp": 1.5}
     torch.manual_seed(0)
-    by_name = perturb_(CouplingBlock([(5, 3, 3)], [(2, 3, 3)], subnet_constructor=conv_subnet(8), transform=name,
-                                     two_sided=True, **options))
+    by_name = perturb_(CouplingBlock([(5, 3, 3)], [(2, 3, 3)], subnet_constructor=conv_subnet(8), transform=spec,
+                                     two_sided=True))
     by_object = CouplingBlock([(5, 3, 3)], [(2, 3, 3)], subnet_constructor=conv_subnet(8), transform=transform,
                               two_sided=True)
     by_object.load_state_dict(by_name.state_dict())
@@ -162,8 +169,12 @@ def test_a_map_object_builds_the_same_block_as_its_name(name, transform):
 
 
 def test_unknown_transforms_and_impossible_clamps_are_refused():
-    with pytest.raises(ValueError, match="unknown coupling transform 'spline'"):
+    with pytest.raises(ValueError, match="unknown coupling map 'spline'; known: additive, sigmoid_affine"):
         CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="spline")
+    with pytest.raises(ValueError, match="coupling map 'additive' takes no options, not clamp"):
+        coupling_map({"map": "additive", "clamp": 1.0})
+    with pytest.raises(ValueError, match="'soft_clamp_affine' takes clamp, not min_scale"):
+        coupling_map({"map": "soft_clamp_affine", "min_scale": 1.0})
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="clamp must be positive"):
             SoftClampAffine(clamp=bad)

@@ -1,5 +1,5 @@
 """The self-describing checkpoint: ``cinn.load`` rebuilds every task's trained model from the file alone,
-files of the earlier format still open in their task and upgrade to the current one."""
+files of the earlier format still open and upgrade to the current one, the oldest format is refused."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from tasks.mnist import ClassConditionalTask
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMAT1 = ROOT / "tests" / "fixtures" / "format1"
+FORMAT2 = ROOT / "tests" / "fixtures" / "format2"
 TASKS = {"glow": GlowTask(), "mnist": ClassConditionalTask(), "colorize": ColorizeTask()}
-# What the reference log-probabilities in the fixtures were computed on (written by the format-1 code).
-REFERENCE = torch.load(FORMAT1 / "reference_log_prob.pt", weights_only=True)
+# What the reference log-probabilities in the fixtures were computed on (written by the format-1 code, whose
+# files cinn 0.2.0 upgraded to format 2).
+REFERENCE = torch.load(FORMAT2 / "reference_log_prob.pt", weights_only=True)
 
 
 def environment() -> dict[str, str]:
@@ -64,7 +66,7 @@ def log_prob_in_fresh_process(checkpoint: Path, inputs: Path) -> torch.Tensor:
 def test_cinn_load_rebuilds_every_task_model_bit_exactly(trained_runs, name, tmp_path):
     checkpoint, task = trained_runs[name], TASKS[name]
     state = load_checkpoint(checkpoint)
-    assert state["format"] == "cinn-checkpoint-2" and state["task"] == name
+    assert state["format"] == "cinn-checkpoint-3" and state["task"] == name
     assert state["cinn_version"] == cinn.__version__
     json.dumps(state["model_spec"]), json.dumps(state["conventions"])  # plain data
 
@@ -88,33 +90,37 @@ def assert_reference_log_prob(log_prob: torch.Tensor, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_a_checkpoint_of_the_earlier_format_opens_in_its_task_with_the_same_model(name):
-    run = TASKS[name].open(FORMAT1 / f"{name}.pt", torch.device("cpu"))
+def test_a_checkpoint_of_the_earlier_format_opens_in_its_task_and_in_cinn_load_with_the_same_model(name):
+    run = TASKS[name].open(FORMAT2 / f"{name}.pt", torch.device("cpu"))
     with torch.no_grad():
-        log_prob = run.model.log_prob(REFERENCE[name]["x"], REFERENCE[name]["c"])
-    assert_reference_log_prob(log_prob, name)
+        assert_reference_log_prob(run.model.log_prob(REFERENCE[name]["x"], REFERENCE[name]["c"]), name)
+        assert_reference_log_prob(cinn.load(FORMAT2 / f"{name}.pt").log_prob(REFERENCE[name]["x"],
+                                                                             REFERENCE[name]["c"]), name)
+    assert isinstance(run.config.model.coupling, dict)  # the old clamp / min_scale keys read as a map spec
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_cinn_load_names_the_command_that_upgrades_an_earlier_checkpoint(name):
-    with pytest.raises(CheckpointError, match=rf"python -m tasks\.{name} upgrade --checkpoint") as error:
-        cinn.load(FORMAT1 / f"{name}.pt")
+def test_the_oldest_format_is_refused_naming_the_last_version_that_converts_it():
+    with pytest.raises(CheckpointError, match=r"convert it with cinn 0\.2\.0: pip install cinn==0\.2\.0, then "
+                                              r"python -m tasks\.glow upgrade --checkpoint") as error:
+        cinn.load(FORMAT1 / "glow.pt")
     assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_upgrade_writes_a_checkpoint_cinn_load_reads(name, tmp_path):
     out = tmp_path / "upgraded.pt"
-    assert TASKS[name].main(["upgrade", "--checkpoint", str(FORMAT1 / f"{name}.pt"), "--out", str(out)]) == 0
+    assert TASKS[name].main(["upgrade", "--checkpoint", str(FORMAT2 / f"{name}.pt"), "--out", str(out)]) == 0
     with torch.no_grad():
         log_prob = cinn.load(out).log_prob(REFERENCE[name]["x"], REFERENCE[name]["c"])
     assert_reference_log_prob(log_prob, name)
-    assert load_checkpoint(out)["step"] == load_checkpoint(FORMAT1 / f"{name}.pt")["step"]
+    upgraded = load_checkpoint(out)
+    assert upgraded["step"] == load_checkpoint(FORMAT2 / f"{name}.pt")["step"]
+    assert upgraded["format"] == "cinn-checkpoint-3" and "map" in upgraded["model_spec"]["arguments"]["coupling"]
 
 
 def test_upgrade_refuses_to_overwrite_its_input(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        GlowTask().run(["upgrade", "--checkpoint", str(FORMAT1 / "glow.pt"), "--out", str(FORMAT1 / "glow.pt")])
+        GlowTask().run(["upgrade", "--checkpoint", str(FORMAT2 / "glow.pt"), "--out", str(FORMAT2 / "glow.pt")])
     assert exit_info.value.code == 2 and "another path" in capsys.readouterr().err
 
 

@@ -99,7 +99,7 @@ def test_cinn_blocks_compose_inside_freia_sequence_inn():
     inn.append(ActNorm)
     inn.append(InvertibleConv1x1LU)
     inn.append(CouplingBlock, cond=0, cond_shape=(3, 2, 2), subnet_constructor=conv_subnet(8),
-               transform="affine_soft_clamp")
+               transform={"map": "soft_clamp_affine", "clamp": 2.0})
     inn.append(OrthogonalPermutation, seed=1)
     inn.append(Squeeze)
     inn = perturb_(inn.double())

@@ -143,7 +143,7 @@ def run_in_process(args: list[str], capsys) -> tuple[int, str]:
     (["--train.batch_size=abc"], "train.batch_size must be an int"),
     (["--train.lr=-1"], "train.lr must be positive"),
     (["--model.n_levels=3"], "divisible by 2^n_levels"),
-    (["--model.min_scale=1"], "min_scale must be in [0, 1), got 1"),
+    (["--model.coupling.min_scale=1"], "min_scale must be in [0, 1), got 1"),
 ])
 def test_bad_settings_give_one_clear_line(data_root, tmp_path, args, message, capsys):
     code, stderr = run_in_process(tiny_train_args(data_root, tmp_path / "run", *args), capsys)

@@ -91,9 +91,11 @@ def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data.dataset=imagenet"], "is neither a dataset name (mnist, fashion-mnist, cifar10, celeba) nor an"),
+    (["--data.dataset=imagenet"], "is neither a dataset name (mnist, fashion-mnist, cifar10, celeba, places365) "
+                                  "nor an"),
     (["--model.architecture=rnn"], "model.architecture"),
-    (["--model.clamp=0"], "model.clamp must be positive"),
+    (["--model.coupling.clamp=0"], "model.coupling: coupling map 'soft_clamp_affine': clamp must be "
+                                  "positive"),
 ])
 def test_bad_settings_give_one_clear_line(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -236,20 +236,20 @@ def test_paper_cifar_glow_parameter_count():
     Everything else has the same shapes: 44,095,536 − 41,664 + 1,536 = 44,055,408.
     """
     model = build_glow((3, 32, 32), n_levels=3, steps_per_level=32, hidden_channels=512,
-                       coupling="affine", permutation="lu", learn_top_prior=True)
+                       coupling="sigmoid_affine", permutation="lu", learn_top_prior=True)
     count = sum(p.numel() for p in model.parameters())
     assert count == 44_055_408
     assert abs(count - 44.1e6) / 44.1e6 < 0.01
 
 
 @pytest.mark.parametrize("build, by_name, by_object", [
-    (lambda **kw: build_glow((1, 8, 8), **TINY_GLOW, **kw), {"coupling": "affine", "min_scale": 0.5},
-     {"coupling": SigmoidAffine(min_scale=0.5)}),
+    (lambda **kw: build_glow((1, 8, 8), **TINY_GLOW, **kw),
+     {"coupling": {"map": "sigmoid_affine", "min_scale": 0.5}}, {"coupling": SigmoidAffine(min_scale=0.5)}),
     (lambda **kw: build_glow((1, 8, 8), **TINY_GLOW, **kw), {"coupling": "additive"}, {"coupling": Additive()}),
     (lambda **kw: build_cinn((2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=1, hidden_channels=8, **kw),
-     {"clamp": 0.8}, {"coupling": SoftClampAffine(clamp=0.8)}),
+     {"coupling": {"map": "soft_clamp_affine", "clamp": 0.8}}, {"coupling": SoftClampAffine(clamp=0.8)}),
     (lambda **kw: build_cinn_fc((1, 4, 4), 3, n_blocks=2, hidden_features=8, **kw),
-     {"clamp": 0.8}, {"coupling": SoftClampAffine(clamp=0.8)}),
+     {"coupling": {"map": "soft_clamp_affine", "clamp": 0.8}}, {"coupling": SoftClampAffine(clamp=0.8)}),
 ], ids=["glow_affine", "glow_additive", "cinn", "cinn_fc"])
 def test_builders_take_the_coupling_by_name_or_as_a_map(build, by_name, by_object):
     torch.manual_seed(0)

@@ -4,29 +4,44 @@ Contract (FrEIA's): ``block(x_or_z: list[Tensor], c: list[Tensor] = [], rev=Fals
 returns ``(outputs: tuple[Tensor, ...], log_det: Tensor of shape (B,))``, where ``log_det`` is
 ``log|det ∂out/∂in|`` of the direction that ran (so reverse returns minus forward's).
 
-A :class:`CouplingBlock` takes its element-wise map as an object (:mod:`cinn.blocks.coupling_maps`):
-:class:`Additive`, :class:`SigmoidAffine` (Glow), :class:`SoftClampAffine` (cINN), or any other
-:class:`CouplingMap`.
+A :class:`CouplingBlock` takes its element-wise map (:mod:`cinn.blocks.coupling_maps`): :class:`Additive`,
+:class:`SigmoidAffine` (Glow), :class:`SoftClampAffine` (cINN), or any other :class:`CouplingMap`, by object or
+by its registered name (:data:`COUPLING_MAPS`); the builders choose its subnets by name (:data:`SUBNETS`).
 """
 
 from cinn.blocks.actnorm import ActNorm
 from cinn.blocks.coupling import CouplingBlock
 from cinn.blocks.coupling_maps import (
+    COUPLING_MAPS,
     Additive,
     CouplingMap,
-    CouplingTransform,
+    CouplingSpec,
     SigmoidAffine,
     SoftClampAffine,
     coupling_map,
+    map_spec,
+    register_coupling_map,
 )
 from cinn.blocks.invconv import InvertibleConv1x1, InvertibleConv1x1LU, random_rotation
 from cinn.blocks.permutation import ChannelPermutation, OrthogonalPermutation
 from cinn.blocks.prior import LearnedPrior, Split
 from cinn.blocks.reshape import HaarDownsampling, Squeeze
-from cinn.blocks.subnets import Asinh, PointwiseConv2d, ZeroConv2d, conv_subnet, fc_subnet, zero_linear
+from cinn.blocks.subnets import (
+    SUBNETS,
+    Asinh,
+    PointwiseConv2d,
+    ZeroConv2d,
+    conv_subnet,
+    fc_subnet,
+    register_subnet,
+    subnet_constructor,
+    zero_linear,
+)
 from cinn.blocks.tails import AsinhTails
 
 __all__ = [
+    "COUPLING_MAPS",
+    "SUBNETS",
     "ActNorm",
     "Additive",
     "Asinh",
@@ -34,7 +49,7 @@ __all__ = [
     "ChannelPermutation",
     "CouplingBlock",
     "CouplingMap",
-    "CouplingTransform",
+    "CouplingSpec",
     "HaarDownsampling",
     "InvertibleConv1x1",
     "InvertibleConv1x1LU",
@@ -49,6 +64,10 @@ __all__ = [
     "conv_subnet",
     "coupling_map",
     "fc_subnet",
+    "map_spec",
     "random_rotation",
+    "register_coupling_map",
+    "register_subnet",
+    "subnet_constructor",
     "zero_linear",
 ]

@@ -8,7 +8,7 @@ import torch
 from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
-from cinn.blocks.coupling_maps import CouplingMap, CouplingTransform, coupling_map
+from cinn.blocks.coupling_maps import CouplingSpec, coupling_map
 from cinn.blocks.subnets import SubnetConstructor
 
 
@@ -20,16 +20,16 @@ class CouplingBlock(InvertibleModule):
 
         ``y_b = g(x_b; params)``,  ``y_a = x_a``,  ``log_det = log|det ∂g/∂x_b|``  (shape ``(B,)``).
 
-    ``transform`` is the map, given as an object or by name (with its option):
+    ``transform`` is the map: an object, a registered name, or a map spec ``{"map": NAME, OPTION: VALUE}``
+    (:func:`~cinn.blocks.coupling_maps.coupling_map`), for example
 
     * ``"additive"`` (:class:`~cinn.blocks.coupling_maps.Additive`): ``y_b = x_b + t``, ``log_det = 0``
-    * ``"affine_sigmoid"`` (:class:`~cinn.blocks.coupling_maps.SigmoidAffine`, floor ``min_scale``):
+    * ``{"map": "sigmoid_affine", "min_scale": m}`` (:class:`~cinn.blocks.coupling_maps.SigmoidAffine`):
       ``y_b = (x_b + t) · s`` with ``s = m + (1 − m)·σ(h + 2)`` (Glow: ``m = 0``), ``log_det = Σ log s``
-    * ``"affine_soft_clamp"`` (:class:`~cinn.blocks.coupling_maps.SoftClampAffine`, ``clamp``):
-      ``y_b = x_b · exp(s) + t`` with ``s = clamp·(2/π)·atan(h/clamp)`` (cINN), ``log_det = Σ s``
+    * ``{"map": "soft_clamp_affine", "clamp": a}`` (:class:`~cinn.blocks.coupling_maps.SoftClampAffine`):
+      ``y_b = x_b · exp(s) + t`` with ``s = a·(2/π)·atan(h/a)`` (cINN), ``log_det = Σ s``
 
-    where ``[t, h] = params``; the subnet has ``params_per_channel · C_b`` output channels. ``clamp`` and
-    ``min_scale`` configure the named maps only; a map object carries its own settings. With
+    where ``[t, h] = params``; the subnet has ``params_per_channel · C_b`` output channels. With
     ``two_sided=True`` a second subnet then transforms ``x_a`` given the new ``y_b`` the same way (FrEIA's
     ``GLOWCouplingBlock`` layout, used by the cINN paper), so every channel changes in one block.
 
@@ -54,12 +54,10 @@ class CouplingBlock(InvertibleModule):
 
     def __init__(self, dims_in: list[tuple[int, ...]], dims_c: list[tuple[int, ...]] | None = None, *,
                  subnet_constructor: SubnetConstructor,
-                 transform: CouplingMap | CouplingTransform = "affine_sigmoid",
-                 clamp: float = 2.0,
-                 min_scale: float = 0.0,
+                 transform: CouplingSpec = "sigmoid_affine",
                  two_sided: bool = False):
         super().__init__(dims_in, dims_c)
-        self.transform = coupling_map(transform, clamp=clamp, min_scale=min_scale)
+        self.transform = coupling_map(transform)
         channels = dims_in[0][0]
         if channels < 2:
             raise ValueError(f"a coupling block needs at least 2 channels to split, got {channels}; "

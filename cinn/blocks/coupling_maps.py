@@ -2,24 +2,30 @@ r"""The element-wise maps of a coupling block: how the transformed half changes,
 
 A :class:`~cinn.blocks.CouplingBlock` computes ``params = NN([x_a, c])`` and applies a :class:`CouplingMap` to
 the other half, ``y_b = g(x_b; params)``. The map is an object the block is given (as zuko's couplings take
-their univariate transform), so a new kind of coupling is one subclass of :class:`CouplingMap` and nothing
-else changes. Maps hold constants only, no parameters or buffers: a block's state dict is its subnets'.
+their univariate transform). Maps hold constants only, no parameters or buffers: a block's state dict is its
+subnets'.
+
+Every map is registered under one name, the snake case of its class name (:data:`COUPLING_MAPS`), and is
+written as plain data — a *map spec* ``{"map": NAME, OPTION: VALUE, ...}`` — wherever it is chosen: the
+builders' ``coupling=``, a config's ``model.coupling`` and the model spec a checkpoint stores. A new kind of
+coupling is one frozen-dataclass subclass of :class:`CouplingMap` decorated with :func:`register_coupling_map`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cinn.blocks._shapes import sum_per_sample
-
-CouplingTransform = Literal["additive", "affine_sigmoid", "affine_soft_clamp"]
 
 
 class CouplingMap(ABC):
@@ -41,6 +47,47 @@ class CouplingMap(ABC):
         """``(g⁻¹(y; params), log|det ∂g⁻¹/∂y|)``: at ``y = g(x)``, minus :meth:`forward`'s log-det."""
 
 
+CouplingSpec = CouplingMap | str | Mapping[str, Any]
+"""A coupling map as a builder or block takes it: a map object, a registered name (default options), or a map
+spec ``{"map": NAME, OPTION: VALUE, ...}``."""
+
+MapClass = TypeVar("MapClass", bound=type)
+
+COUPLING_MAPS: dict[str, type[CouplingMap]] = {}
+"""Every coupling map by name (see :func:`register_coupling_map`)."""
+
+
+def register_coupling_map(cls: MapClass) -> MapClass:
+    """Make the :class:`CouplingMap` subclass ``cls`` (a frozen dataclass whose fields are its options) usable by
+    name in specs and configs: the snake case of its class name (``SoftClampAffine`` → ``"soft_clamp_affine"``).
+    Returns ``cls``, so it works as a class decorator.
+
+    Example:
+        >>> @register_coupling_map
+        ... @dataclass(frozen=True)
+        ... class PlusOne(Additive):
+        ...     "y = x + t + 1"
+        ...     def forward(self, x, params):
+        ...         return x + params + 1, x.new_zeros(x.shape[0])
+        ...     def inverse(self, y, params):
+        ...         return y - params - 1, y.new_zeros(y.shape[0])
+        >>> coupling_map({"map": "plus_one"})
+        PlusOne()
+        >>> del COUPLING_MAPS["plus_one"]
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"a coupling map is a frozen dataclass whose fields are its options; {cls.__name__} is "
+                        "not one")
+    COUPLING_MAPS[re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()] = cls
+    return cls
+
+
+def map_name(transform: CouplingMap) -> str:
+    """The registered name of a map object's class."""
+    return next(name for name, cls in COUPLING_MAPS.items() if type(transform) is cls)
+
+
+@register_coupling_map
 @dataclass(frozen=True)
 class Additive(CouplingMap):
     r"""The additive map of NICE and Glow: ``y = x + t`` with ``t = params``; ``log_det = 0``.
@@ -63,6 +110,7 @@ class Additive(CouplingMap):
         return y - params, y.new_zeros(y.shape[0])
 
 
+@register_coupling_map
 @dataclass(frozen=True)
 class SigmoidAffine(CouplingMap):
     r"""Glow's affine map: ``y = (x + t) · s`` with ``s = m + (1 − m)·σ(h + 2)`` and ``[t, h] = params``.
@@ -111,6 +159,7 @@ class SigmoidAffine(CouplingMap):
         return y * torch.exp(-log_scale) - shift, -sum_per_sample(log_scale)
 
 
+@register_coupling_map
 @dataclass(frozen=True)
 class SoftClampAffine(CouplingMap):
     r"""The cINN's affine map: ``y = x · exp(s) + t`` with ``s = clamp·(2/π)·atan(h/clamp)`` and
@@ -130,7 +179,7 @@ class SoftClampAffine(CouplingMap):
         True
     """
 
-    clamp: float = 2.0
+    clamp: float = 1.5
     params_per_channel: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
@@ -152,25 +201,42 @@ class SoftClampAffine(CouplingMap):
         return (y - shift) * torch.exp(-log_scale), -sum_per_sample(log_scale)
 
 
-def coupling_map(transform: CouplingMap | CouplingTransform, *, clamp: float = 2.0,
-                 min_scale: float = 0.0) -> CouplingMap:
-    """The map a :class:`~cinn.blocks.CouplingBlock` applies: ``transform`` itself if it is a map, else the
-    map its name stands for — ``"additive"``: :class:`Additive`, ``"affine_sigmoid"``:
-    :class:`SigmoidAffine` with ``min_scale``, ``"affine_soft_clamp"``: :class:`SoftClampAffine` with
-    ``clamp``. The options configure a named map (each name uses its own and ignores the other); a map object
-    carries its own.
+def coupling_map(spec: CouplingSpec) -> CouplingMap:
+    """The map a spec stands for: a :class:`CouplingMap` is itself, a name is that registered map with its
+    default options, ``{"map": NAME, OPTION: VALUE, ...}`` is that map with those options. An unknown name or
+    option, or an option out of range, is a :class:`ValueError` that says what is allowed.
 
     Example:
-        >>> coupling_map("affine_soft_clamp", clamp=1.5)
-        SoftClampAffine(clamp=1.5)
+        >>> coupling_map({"map": "soft_clamp_affine", "clamp": 1.5}), coupling_map("additive")
+        (SoftClampAffine(clamp=1.5), Additive())
     """
-    if isinstance(transform, CouplingMap):
-        return transform
-    if transform == "additive":
-        return Additive()
-    if transform == "affine_sigmoid":
-        return SigmoidAffine(min_scale=min_scale)
-    if transform == "affine_soft_clamp":
-        return SoftClampAffine(clamp=clamp)
-    raise ValueError(f"unknown coupling transform {transform!r}; use 'additive', 'affine_sigmoid', "
-                     "'affine_soft_clamp' or a CouplingMap")
+    if isinstance(spec, CouplingMap):
+        return spec
+    if isinstance(spec, str):
+        spec = {"map": spec}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("map"), str):
+        raise ValueError(f"a coupling map is a name or {{'map': NAME, OPTION: VALUE, ...}}, got {str(spec)[:80]}")
+    options = {key: value for key, value in spec.items() if key != "map"}
+    cls = COUPLING_MAPS.get(spec["map"])
+    if cls is None:
+        raise ValueError(f"unknown coupling map {spec['map'][:80]!r}; known: {', '.join(sorted(COUPLING_MAPS))}")
+    allowed = [field.name for field in dataclasses.fields(cls) if field.init]
+    unknown = sorted(str(key)[:40] for key in set(options) - set(allowed))
+    if unknown:
+        takes = f"takes {', '.join(allowed)}" if allowed else "takes no options"
+        raise ValueError(f"coupling map {spec['map']!r} {takes}, not {', '.join(unknown)}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"coupling map {spec['map']!r}: {error}") from None
+
+
+def map_spec(transform: CouplingSpec) -> dict[str, Any]:
+    """The map spec of a map given any way :func:`coupling_map` takes (plain data, for a model spec).
+
+    Example:
+        >>> map_spec(SigmoidAffine(min_scale=0.5))
+        {'map': 'sigmoid_affine', 'min_scale': 0.5}
+    """
+    transform = coupling_map(transform)
+    return {"map": map_name(transform), **dataclasses.asdict(transform)}

@@ -125,3 +125,52 @@ def fc_subnet(hidden_features: int, hidden_layers: int = 1, asinh_inputs: bool =
         return nn.Sequential(*layers)
 
     return build
+
+
+SubnetFactory = Callable[[int], SubnetConstructor]
+"""A kind of subnet: its width → the constructor ``f(in_channels, out_channels)`` a coupling block calls."""
+
+SUBNETS: dict[str, SubnetFactory] = {}
+"""Every kind of coupling subnet by name (see :func:`register_subnet`); the builders' ``subnet=`` and the configs'
+``model.subnet`` name one."""
+
+
+def register_subnet(factory: SubnetFactory) -> SubnetFactory:
+    """Make ``factory(width) -> f(in_channels, out_channels)`` selectable by its function name; returns it, so it
+    works as a decorator. The module ``f`` builds must map ``(B, in_channels, H, W)`` to
+    ``(B, out_channels, H, W)`` and start at zero (so its coupling starts as the identity or a fixed scaling).
+
+    Example:
+        >>> @register_subnet
+        ... def one_by_one(width: int) -> SubnetConstructor:
+        ...     return lambda in_channels, out_channels: ZeroConv2d(in_channels, out_channels, kernel_size=1)
+        >>> subnet_constructor("one_by_one", 8)(4, 6)(torch.randn(2, 4, 5, 5)).shape
+        torch.Size([2, 6, 5, 5])
+        >>> del SUBNETS["one_by_one"]
+    """
+    SUBNETS[factory.__name__] = factory
+    return factory
+
+
+def subnet_constructor(name: str, width: int) -> SubnetConstructor:
+    """The constructor of the registered subnet ``name`` of ``width`` hidden channels; an unknown name is a
+    :class:`ValueError` listing the known ones.
+
+    Example:
+        >>> net = subnet_constructor("glow_conv", 16)(in_channels=2, out_channels=4)
+    """
+    if name not in SUBNETS:
+        raise ValueError(f"unknown subnet {str(name)[:80]!r}; known: {', '.join(sorted(SUBNETS))}")
+    return SUBNETS[name](width)
+
+
+@register_subnet
+def glow_conv(width: int) -> SubnetConstructor:
+    """Glow's coupling network: conv3x3 → ReLU → conv1x1 → ReLU → zero conv3x3 (:func:`conv_subnet`)."""
+    return conv_subnet(width, middle_kernel_size=1)
+
+
+@register_subnet
+def cinn_conv(width: int) -> SubnetConstructor:
+    """The cINN's coupling network: conv3x3 → ReLU → conv3x3 → ReLU → zero conv3x3 (:func:`conv_subnet`)."""
+    return conv_subnet(width, middle_kernel_size=3)

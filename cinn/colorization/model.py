@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cinn.blocks import CouplingSpec, map_spec
 from cinn.color import AB_SCALE, L_CENTER, L_SCALE
 from cinn.colorization.colorizer import Colorizer, ColorModel
 from cinn.engine.checkpoint import CheckpointError, load_trained, require_task
@@ -19,7 +20,8 @@ from cinn.models.registry import build_from_spec, model_spec
 
 def colorization_model_spec(architecture: Literal["cinn", "regressor"], crop_size: int, ab_downsample: int = 1,
                             *, n_levels: int = 3, blocks_per_level: int = 4, hidden_channels: int = 64,
-                            condition_channels: Sequence[int] | None = None, clamp: float = 1.5,
+                            condition_channels: Sequence[int] | None = None,
+                            coupling: CouplingSpec = "soft_clamp_affine", subnet: str = "cinn_conv",
                             split_prior: bool = False, actnorm: bool = False, seed: int = 0) -> dict[str, Any]:
     """The spec (:mod:`cinn.models.registry`) of a model of ab ``(2, s, s)``, ``s = crop_size /
     ab_downsample``, given L ``(1, crop_size, crop_size)``: the cINN (:func:`~cinn.models.build_cinn`) or
@@ -38,7 +40,8 @@ def colorization_model_spec(architecture: Literal["cinn", "regressor"], crop_siz
     if architecture != "cinn":
         raise ValueError(f"unknown architecture {architecture!r}; use 'cinn' or 'regressor'")
     return model_spec(build_cinn, **shapes, blocks_per_level=blocks_per_level, hidden_channels=hidden_channels,
-                      clamp=clamp, split_prior=split_prior, actnorm=actnorm, seed=seed)
+                      coupling=map_spec(coupling), subnet=subnet, split_prior=split_prior, actnorm=actnorm,
+                      seed=seed)
 
 
 def build_colorization_model(architecture: Literal["cinn", "regressor"], crop_size: int, ab_downsample: int = 1,

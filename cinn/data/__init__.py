@@ -22,7 +22,7 @@ from cinn.data.errors import DataError
 from cinn.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset, is_image_file
 from cinn.data.idx import load_idx
 from cinn.data.images import fit_square, open_image
-from cinn.data.loading import load_dataset, split_dataset
+from cinn.data.loading import DATASETS, is_dataset_name, load_dataset, register_dataset, split_dataset
 from cinn.data.named_datasets import load_cifar10, load_mnist_like
 from cinn.data.photos import SKIMAGE_PHOTOS, skimage_photo, square_photos
 from cinn.data.places import PLACES365_SPLITS, Places365Dataset, load_places365
@@ -30,6 +30,7 @@ from cinn.data.tensor_dataset import TensorImageDataset, cache_in_memory, collat
 
 __all__ = [
     "CELEBA_SPLITS",
+    "DATASETS",
     "IMAGE_EXTENSIONS",
     "PLACES365_SPLITS",
     "SKIMAGE_PHOTOS",
@@ -45,6 +46,7 @@ __all__ = [
     "collate_images",
     "dataset_attributes",
     "fit_square",
+    "is_dataset_name",
     "is_image_file",
     "load_celeba",
     "load_cifar10",
@@ -54,6 +56,7 @@ __all__ = [
     "load_mnist_like",
     "load_places365",
     "open_image",
+    "register_dataset",
     "skimage_photo",
     "split_dataset",
     "square_photos",

@@ -14,8 +14,7 @@ from torchvision.transforms import functional as TF
 from cinn.data.errors import DataError
 from cinn.data.folder import is_image_file
 from cinn.data.images import fit_square, open_image
-from cinn.data.loading import load_dataset, split_dataset
-from cinn.data.named_datasets import MNIST_LIKE
+from cinn.data.loading import is_dataset_name, load_dataset, split_dataset
 
 
 class ClassFolderDataset(Dataset):
@@ -67,7 +66,7 @@ def load_labelled_dataset(name_or_path: str, root: str | Path | None, train: boo
         >>> len(test_set), test_set.num_classes   # doctest: +SKIP
         (10000, 10)
     """
-    if name_or_path.lower() in (*MNIST_LIKE, "cifar10") or not Path(name_or_path).expanduser().is_dir():
+    if is_dataset_name(name_or_path) or not Path(name_or_path).expanduser().is_dir():
         return load_dataset(name_or_path, root, train=train)
     folder = ClassFolderDataset(name_or_path, image_size, channels)
     split = split_dataset(folder, test_fraction, seed)[0 if train else 1]

@@ -1,7 +1,7 @@
 """Checkpoint files: atomic writes, safe loads (``weights_only=True``, so loading never runs code), and the
 models they describe.
 
-A checkpoint (format ``cinn-checkpoint-2``) is one dict of tensors and plain data:
+A checkpoint (format ``cinn-checkpoint-3``) is one dict of tensors and plain data:
 
 - ``model_spec``: the builder and its arguments (:mod:`cinn.models.registry`), so the model is rebuilt
   from the file alone;
@@ -12,8 +12,11 @@ A checkpoint (format ``cinn-checkpoint-2``) is one dict of tensors and plain dat
   optimiser, scheduler, step, elapsed time and RNG states that resume the run exactly.
 
 :func:`load` rebuilds any trained model from such a file; :func:`load_trained` also returns the task and
-conventions. Files of the earlier format ``cinn-checkpoint-1`` still load in the task that wrote them,
-which upgrades them (``python -m tasks.TASK upgrade``).
+conventions. Files of format ``cinn-checkpoint-2``, which named coupling maps the way of cinn 0.2 (``clamp``,
+``min_scale`` and ``coupling: affine`` beside each other), load as they are: :func:`upgraded` rewrites their
+model spec and config in memory, and ``python -m tasks.TASK upgrade`` writes them in the current format. Files of
+format ``cinn-checkpoint-1`` are refused with a one-line error naming cinn 0.2.0, the last version that
+converts them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import glob
 import os
 import pickle
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +36,11 @@ from torch import nn
 import cinn
 from cinn.models.registry import build_from_spec
 
-CHECKPOINT_FORMAT = "cinn-checkpoint-2"
-LEGACY_FORMAT = "cinn-checkpoint-1"
+CHECKPOINT_FORMAT = "cinn-checkpoint-3"
+UPGRADED_FORMATS = ("cinn-checkpoint-2",)
+"""Earlier formats that load, upgraded in memory (:func:`upgraded`)."""
+LAST_VERSION_READING = {"cinn-checkpoint-1": "0.2.0"}
+"""Earlier formats no longer read, and the last cinn version whose ``upgrade`` command converts them."""
 CHECKPOINT_NAME = "checkpoint.pt"
 TRAINING_ENTRIES = ("model", "optimizer", "scheduler", "rng", "step", "elapsed_seconds")
 """The entries of a training checkpoint that ``train --resume`` continues the run from."""
@@ -92,9 +99,63 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               "not one (or was tampered with)") from None
     except Exception as error:  # any other failure of torch.load on a file it cannot read: a cut zip, text, ...
         raise unreadable(path, error) from None
-    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, LEGACY_FORMAT):
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if found in LAST_VERSION_READING:
+        version, task = LAST_VERSION_READING[found], shlex.quote(f"tasks.{payload.get('task', 'TASK')}"[:80])
+        raise CheckpointError(f"{path} was written by an early cinn (format {found}), which this version no "
+                              f"longer reads; convert it with cinn {version}: pip install cinn=={version}, then "
+                              f"python -m {task} upgrade --checkpoint {shlex.quote(str(path))} --out NEW.pt")
+    if found not in (CHECKPOINT_FORMAT, *UPGRADED_FORMATS):
         raise CheckpointError(f"{path} is not a cinn checkpoint (expected format {CHECKPOINT_FORMAT})")
-    return payload
+    return upgraded(payload)
+
+
+OLD_MAP_NAMES = {"affine": "sigmoid_affine", "affine_sigmoid": "sigmoid_affine",
+                 "affine_soft_clamp": "soft_clamp_affine", "additive": "additive"}
+"""Format ``cinn-checkpoint-2``'s names of the coupling maps (Glow's ``affine`` is the sigmoid map)."""
+
+
+def upgraded(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of an earlier readable format in the current one: format 2 gave a coupling map by an old name
+    with its option beside it (``coupling: affine, min_scale: 0.5``; ``clamp: 1.5``), in the model spec's
+    arguments and in the config's ``model`` section; format 3 gives a map spec (``coupling: {map:
+    sigmoid_affine, min_scale: 0.5}``). Entries that are not as format 2 wrote them are left for the reader's
+    checks to refuse.
+
+    Example:
+        >>> state = {"format": "cinn-checkpoint-2", "model_spec": {"builder": "build_cinn", "arguments": {
+        ...     "clamp": 1.5}}, "config": {"model": {"coupling": "affine", "min_scale": 0.5}}}
+        >>> new = upgraded(state)
+        >>> new["model_spec"]["arguments"]
+        {'coupling': {'map': 'soft_clamp_affine', 'clamp': 1.5}}
+        >>> new["config"]["model"], new["format"]
+        ({'coupling': {'map': 'sigmoid_affine', 'min_scale': 0.5}}, 'cinn-checkpoint-3')
+    """
+    if state.get("format") not in UPGRADED_FORMATS:
+        return state
+    state = {**state, "format": CHECKPOINT_FORMAT}
+    spec = state.get("model_spec")
+    if isinstance(spec, dict) and isinstance(spec.get("arguments"), dict):
+        state["model_spec"] = {**spec, "arguments": _coupling_as_map_spec(spec["arguments"])}
+    config = state.get("config")
+    if isinstance(config, dict) and isinstance(config.get("model"), dict):
+        state["config"] = {**config, "model": _coupling_as_map_spec(config["model"])}
+    return state
+
+
+def _coupling_as_map_spec(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a builder's arguments or a config's model section) with format 2's coupling entries as one map
+    spec; unchanged when it has none."""
+    old = values.get("coupling", "affine_soft_clamp")
+    if not ({"clamp", "min_scale"} & values.keys() or isinstance(values.get("coupling"), str)) or (
+            not isinstance(old, str) or old not in OLD_MAP_NAMES):
+        return values
+    values = dict(values)
+    options = {"clamp": values.pop("clamp", None), "min_scale": values.pop("min_scale", None)}
+    name = OLD_MAP_NAMES[old]
+    option = {"soft_clamp_affine": "clamp", "sigmoid_affine": "min_scale"}.get(name)
+    values["coupling"] = {"map": name, **({option: options[option]} if options.get(option) is not None else {})}
+    return values
 
 
 def require_checkpoint_file(path: Path) -> None:
@@ -181,11 +242,6 @@ def rebuild_model(state: dict[str, Any], path: str | Path, device: str | torch.d
     """The trained model of a loaded checkpoint (its EMA weights when the run kept them), in eval mode; weights
     that are NaN or infinite are a :class:`CheckpointError` (:func:`require_finite_weights`), so no command and
     no caller of :func:`load` gets a model that silently computes NaN."""
-    if state.get("format") == LEGACY_FORMAT:
-        task = state.get("task", "TASK")
-        raise CheckpointError(f"{path} was written by an earlier cinn (format {LEGACY_FORMAT}), which does not "
-                              f"describe its model; convert it once with: python -m tasks.{task} upgrade "
-                              f"--checkpoint {path}")
     require_entries(state, ("model_spec", "model"), path)
     try:
         model = build_from_spec(state["model_spec"])

@@ -183,11 +183,11 @@ class Trainer:
         """Train until ``config.steps`` (or ``max_minutes``, or a stop signal); return the last metrics row."""
         self.begin(resume)
         train_model, autocast = self._training_model(), self._autocast()
+        for hook in self.hooks:  # first: a run directory's start replaces the files of the run it overwrites
+            hook.on_start(self)
         window, metrics = MetricsWindow(), MetricsWriter(self.run_dir, self.step, enabled=self.is_main)
         row: dict[str, float] = {}
         pending: dict[str, float] = {}  # evaluations and hook values waiting for the next row
-        for hook in self.hooks:
-            hook.on_start(self)
         with self._stop_on_signals(), self._progress_line() as progress:
             for images, labels in self._loader():
                 result = self.train_step(train_model, autocast, images, labels)

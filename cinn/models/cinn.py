@@ -12,15 +12,14 @@ from cinn.blocks import (
     AsinhTails,
     ChannelPermutation,
     CouplingBlock,
-    CouplingMap,
-    CouplingTransform,
+    CouplingSpec,
     HaarDownsampling,
     LearnedPrior,
     OrthogonalPermutation,
     Split,
-    conv_subnet,
     coupling_map,
     fc_subnet,
+    subnet_constructor,
 )
 from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot, default_condition_channels
 from cinn.models.flow import Flow, settle_layout
@@ -29,9 +28,8 @@ from cinn.models.glow import check_multiscale_shape
 
 def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_levels: int = 3,
                blocks_per_level: int = 4, hidden_channels: int = 64,
-               condition_channels: Sequence[int] | None = None, clamp: float = 1.5,
-               split_prior: bool = False, actnorm: bool = False, seed: int = 0,
-               coupling: CouplingMap | CouplingTransform = "affine_soft_clamp",
+               condition_channels: Sequence[int] | None = None, coupling: CouplingSpec = "soft_clamp_affine",
+               subnet: str = "cinn_conv", split_prior: bool = False, actnorm: bool = False, seed: int = 0,
                channels_last: bool | None = None) -> Flow:
     r"""Multi-scale conditional INN: ``L`` levels of [Haar → K × (conditional coupling → orthogonal
     permutation)] → split.
@@ -43,10 +41,10 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     (:class:`~cinn.models.condition.LabelMaps`, ``c`` given as labels ``(B,)`` or one-hot). Level
     ``l`` works at ``H/2^(l+1) x W/2^(l+1)`` and its couplings (both halves transformed, conv subnets of
     width ``hidden_channels``) receive the condition features of that resolution, concatenated to their
-    input. The couplings' map is ``coupling``, by default the paper's soft-clamped affine map
-    ``y = x·exp(s) + t``, ``|s| < clamp`` (:class:`~cinn.blocks.SoftClampAffine`); a name
-    (:func:`~cinn.blocks.coupling_map`) or a :class:`~cinn.blocks.CouplingMap` object, which carries its
-    own settings (``clamp`` configures ``"affine_soft_clamp"`` only). After each level but the last, half the
+    input; their subnets are the registered ``subnet`` (by default conv3x3 → conv3x3 → zero conv3x3;
+    :data:`~cinn.blocks.SUBNETS`). The couplings' map is ``coupling``, a name or map spec
+    (:func:`~cinn.blocks.coupling_map`), by default the paper's soft-clamped affine map ``y = x·exp(s) + t``,
+    ``|s| < clamp`` with clamp 1.5 (:class:`~cinn.blocks.SoftClampAffine`). After each level but the last, half the
     channels are split off (plain split as in the paper, or a learned prior with ``split_prior``).
     ``actnorm`` (not in the paper) puts an :class:`~cinn.blocks.ActNorm` before every coupling.
     ``channels_last`` sets the memory layout as in :func:`~cinn.models.glow.build_glow` (``None``: chosen by
@@ -78,14 +76,13 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
                 condition_shapes=[(width_l, *size) for width_l, size in zip(condition_channels, sizes,
                                                                               strict=True)],
                 condition_net=condition_net)
-    subnet = conv_subnet(hidden_channels, middle_kernel_size=3)
-    transform = coupling_map(coupling, clamp=clamp)
+    subnet_of_width, transform = subnet_constructor(subnet, hidden_channels), coupling_map(coupling)
     for level in range(n_levels):
         flow.append(HaarDownsampling)
         for block in range(blocks_per_level):
             if actnorm:
                 flow.append(ActNorm)
-            flow.append(CouplingBlock, condition=level, subnet_constructor=subnet, transform=transform,
+            flow.append(CouplingBlock, condition=level, subnet_constructor=subnet_of_width, transform=transform,
                         two_sided=True)
             flow.append(OrthogonalPermutation, seed=seed + level * blocks_per_level + block)
         if level < n_levels - 1:
@@ -104,34 +101,32 @@ def condition_scale_steps(condition_shape: Sequence[int], input_shape: Sequence[
 
 
 def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int = 24,
-                  hidden_features: int = 512, clamp: float = 1.5, actnorm: bool = False,
+                  hidden_features: int = 512, coupling: CouplingSpec = "soft_clamp_affine", actnorm: bool = False,
                   permutation: Literal["shuffle", "orthogonal"] = "shuffle", seed: int = 0,
-                  coupling: CouplingMap | CouplingTransform = "affine_soft_clamp",
                   class_affine: Literal["none", "input", "latent"] = "none", heavy_tails: bool = False,
                   subnet_inputs: Literal["raw", "asinh"] = "raw") -> Flow:
     r"""The cINN paper's MNIST model: flatten → ``n_blocks`` × [fixed random permutation →
     conditional affine coupling (soft clamp, both halves, one hidden layer of ``hidden_features``)].
 
     ``permutation``: a hard random ``"shuffle"`` of the dimensions, as the paper and its official code
-    (learns fast, but each pixel keeps its own coordinates, so the flow can give near-constant
-    background pixels enormous scales, and a test image with ink where no training image had any
-    gets an NLL of thousands of bits/dim), or a fixed random ``"orthogonal"`` matrix that mixes all
-    dimensions (robust, learns slowly; see BENCHMARKS.md). ``actnorm`` (not in the paper)
+    (each pixel keeps its own coordinates, so the flow can give near-constant background pixels very large
+    scales, and a test image with ink where no training image had any gets a very high NLL), or a fixed random
+    ``"orthogonal"`` matrix that mixes all dimensions (BENCHMARKS.md, "Why the FC model ignored its labels",
+    compares them). ``actnorm`` (not in the paper)
     puts an :class:`~cinn.blocks.ActNorm` (per-dimension scale and shift, data-initialised) before
     every coupling. Every coupling receives the one-hot label, concatenated to its subnet input;
     ``c`` is given as integer labels ``(B,)`` or one-hot ``(B, n_classes)``. The single latent is
-    flat, ``(B, prod(input_shape))``. ``coupling`` and ``clamp`` choose the couplings' map as for
+    flat, ``(B, prod(input_shape))``. ``coupling`` chooses the couplings' map as for
     :func:`build_cinn`. ``class_affine="latent"`` ends the couplings in a learned class-conditional
     Gaussian prior (a :class:`~cinn.blocks.LearnedPrior`: per class, a mean ``μ_c`` and log-scale of every
     latent dimension, zero-initialised, ``ε = (u − μ_c)·exp(−log σ_c)``), so the label moves the latent
-    directly — what makes the model learn its labels on a CPU budget; ``"input"`` puts the same map
-    first. ``heavy_tails`` ends the couplings in :class:`~cinn.blocks.AsinhTails` (``v = asinh(u)``), which
-    bounds the bits/dim of test images unlike every training image; it comes before the class prior, so the
-    prior stays Gaussian in ``v`` and still pays the full quadratic cost for a latent far from its class mean
-    (the other order, tails last, learned the labels far more slowly: BENCHMARKS.md). ``subnet_inputs="asinh"``
-    feeds every subnet ``asinh`` of its input half (:func:`~cinn.blocks.fc_subnet`), so that a dimension the
-    couplings have scaled up a lot cannot swamp the later subnets: on MNIST it keeps all 10,000 test images
-    within 2x the median bits/dim, and the model learns faster and its labels better (BENCHMARKS.md).
+    directly; ``"input"`` puts the same map first. ``heavy_tails`` ends the couplings in
+    :class:`~cinn.blocks.AsinhTails` (``v = asinh(u)``), which bounds the bits/dim of test images unlike every
+    training image; it comes before the class prior, so the prior stays Gaussian in ``v`` and still pays the full
+    quadratic cost for a latent far from its class mean.
+    ``subnet_inputs="asinh"`` feeds every subnet ``asinh`` of its input half (:func:`~cinn.blocks.fc_subnet`),
+    so that a dimension the couplings have scaled up a lot cannot swamp the later subnets. BENCHMARKS.md ("Why
+    the FC model ignored its labels") measures what each of these options does.
 
     Example:
         >>> import torch
@@ -146,7 +141,7 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
     if subnet_inputs not in ("raw", "asinh"):
         raise ValueError(f"unknown subnet_inputs {subnet_inputs!r}; use 'raw' or 'asinh'")
     subnet = fc_subnet(hidden_features, asinh_inputs=subnet_inputs == "asinh")
-    transform = coupling_map(coupling, clamp=clamp)
+    transform = coupling_map(coupling)
     for block in range(n_blocks):
         if permutation == "shuffle":
             flow.append(ChannelPermutation, kind="shuffle", seed=seed + block)

@@ -9,19 +9,18 @@ from cinn.blocks import (
     ActNorm,
     ChannelPermutation,
     CouplingBlock,
-    CouplingMap,
+    CouplingSpec,
     InvertibleConv1x1,
     InvertibleConv1x1LU,
     LearnedPrior,
     Split,
     Squeeze,
-    conv_subnet,
     coupling_map,
+    subnet_constructor,
 )
 from cinn.models.condition import OneHot
 from cinn.models.flow import Flow, settle_layout
 
-GlowCoupling = Literal["affine", "additive"]
 GlowPermutation = Literal["lu", "plain", "reverse", "shuffle"]
 
 
@@ -37,7 +36,7 @@ def check_multiscale_shape(input_shape: Sequence[int], n_levels: int) -> None:
 
 
 def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, steps_per_level: int = 32,
-               hidden_channels: int = 512, coupling: GlowCoupling | CouplingMap = "affine", min_scale: float = 0.0,
+               hidden_channels: int = 512, coupling: CouplingSpec = "sigmoid_affine", subnet: str = "glow_conv",
                permutation: GlowPermutation = "lu", learn_top_prior: bool = True, split_prior: bool = True,
                n_classes: int = 0, seed: int = 0, channels_last: bool | None = None) -> Flow:
     r"""Multi-scale Glow: ``L`` levels of [squeeze → K × (ActNorm → 1x1 conv → coupling)] → split.
@@ -47,12 +46,12 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
     prior (``learn_top_prior``). With ``n_classes > 0`` the priors also receive the class label
     (Glow's ``ycond``): pass ``c`` as integer labels ``(B,)`` or one-hot ``(B, n_classes)``.
 
-    Couplings use Glow's conv subnet (3x3 → ReLU → 1x1 → ReLU → zero 3x3, width
-    ``hidden_channels``) and the map ``coupling``: ``"affine"``, Glow's ``y = (x + t)·σ(h + 2)``, or with
-    ``min_scale`` the floored scale ``min_scale + (1 − min_scale)·σ(h + 2)`` that bounds the inverse
-    (:class:`~cinn.blocks.SigmoidAffine`); ``"additive"``, ``y = x + t`` (:class:`~cinn.blocks.Additive`); or
-    any :class:`~cinn.blocks.CouplingMap` object, which carries its own settings (``min_scale`` configures
-    ``"affine"`` only).
+    Couplings use the registered subnet ``subnet`` of width ``hidden_channels`` (by default Glow's, 3x3 → ReLU →
+    1x1 → ReLU → zero 3x3; :data:`~cinn.blocks.SUBNETS`) and the map ``coupling``, a name or map spec
+    (:func:`~cinn.blocks.coupling_map`): ``"sigmoid_affine"``, Glow's ``y = (x + t)·σ(h + 2)``, or with
+    ``{"map": "sigmoid_affine", "min_scale": m}`` the floored scale ``m + (1 − m)·σ(h + 2)`` that bounds the
+    inverse (:class:`~cinn.blocks.SigmoidAffine`); ``"additive"``, ``y = x + t`` (:class:`~cinn.blocks.Additive`);
+    or any other registered :class:`~cinn.blocks.CouplingMap`.
     ``permutation`` picks the channel mixing: learned 1x1 conv (``"lu"``, ``"plain"``) or fixed
     (``"reverse"``, ``"shuffle"``).
 
@@ -68,8 +67,7 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
         >>> log_p = glow.log_prob(torch.rand(4, 1, 8, 8))
     """
     check_multiscale_shape(input_shape, n_levels)
-    if isinstance(coupling, str) and coupling not in ("affine", "additive"):
-        raise ValueError(f"unknown coupling {coupling!r}; use 'affine', 'additive' or a CouplingMap")
+    transform, subnet_of_width = coupling_map(coupling), subnet_constructor(subnet, hidden_channels)
     permutation_blocks = {
         "lu": (InvertibleConv1x1LU, {}),
         "plain": (InvertibleConv1x1, {}),
@@ -83,15 +81,13 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
     flow = Flow(input_shape,
                 condition_shapes=[(n_classes,)] if n_classes > 0 else [],
                 condition_net=OneHot(n_classes) if n_classes > 0 else None)
-    transform = coupling_map("affine_sigmoid" if coupling == "affine" else coupling, min_scale=min_scale)
-    subnet = conv_subnet(hidden_channels)
     for level in range(n_levels):
         flow.append(Squeeze)
         for step in range(steps_per_level):
             flow.append(ActNorm)
             extra = {"seed": seed + level * steps_per_level + step} if permutation == "shuffle" else {}
             flow.append(permutation_class, **permutation_kwargs, **extra)
-            flow.append(CouplingBlock, subnet_constructor=subnet, transform=transform)
+            flow.append(CouplingBlock, subnet_constructor=subnet_of_width, transform=transform)
         if level < n_levels - 1:
             flow.append(Split, learned_prior=split_prior,
                         condition=class_condition if split_prior else None)
