@@ -72,7 +72,7 @@ from cinn.experiment import (
     variant_list,
 )
 from cinn.machine import cpu_description
-from cinn.models.glow import GlowCoupling, GlowPermutation
+from cinn.models.glow import GlowPermutation
 from tasks.glow import GlowConfig, GlowTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,10 @@ SETTINGS = {
     "tiny": Setting(ROOT / "configs/glow/tiny.yaml", 2, Path("runs/glow_permutations_tiny")),
 }
 PERMUTATIONS: tuple[str, ...] = get_args(GlowPermutation)
-COUPLINGS: tuple[str, ...] = get_args(GlowCoupling)
+COUPLING_OVERRIDES = {"affine": "--model.coupling.map=sigmoid_affine",
+                      "additive": "--model.coupling={map: additive}"}
+"""Each variant's coupling as a config override: the affine one keeps the setting's floor on its scale."""
+COUPLINGS: tuple[str, ...] = tuple(COUPLING_OVERRIDES)
 PAPER_ORDER = ("lu", "shuffle", "reverse")
 """The permutations from the lowest NLL to the highest in the paper's Figure 3."""
 ALLOWED_VARIANTS = [f"{permutation}-{coupling}" for permutation in PERMUTATIONS for coupling in COUPLINGS]
@@ -119,7 +122,7 @@ class Variant:
         return f"{self.permutation}-{self.coupling}"
 
     def run(self, eval_at: Sequence[int]) -> Run:
-        overrides = (f"--model.permutation={self.permutation}", f"--model.coupling={self.coupling}",
+        overrides = (f"--model.permutation={self.permutation}", COUPLING_OVERRIDES[self.coupling],
                      f"--train.seed={self.seed}")
         return Run(f"{self.name}-seed{self.seed}", overrides, tuple(eval_at))
 
