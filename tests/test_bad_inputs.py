@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from mnist_fixture import write_mnist_fixture
+from paused_train import start_paused
 from PIL import Image
 
 import cinn
@@ -810,19 +810,14 @@ def test_nan_batches_are_skipped_and_the_run_goes_on(tmp_path, monkeypatch, caps
                                         (signal.SIGHUP, "stopped by SIGHUP")])
 def test_ctrl_c_sigterm_and_sighup_write_a_final_checkpoint_and_exit_cleanly(tmp_path, stop, said):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tasks.colorize", "train", "--config", COLORIZE_TINY, "--run_dir", str(run_dir),
-         "--train.steps=100000", "--train.checkpoint_every=100000", "--train.eval_every=0", "--train.keep=last"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = run_dir / "metrics.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 3):
-        time.sleep(0.2)  # wait for a few logged steps
-    process.send_signal(stop)
+    process = start_paused(4, "tasks.colorize", [
+        "train", "--config", COLORIZE_TINY, "--run_dir", str(run_dir), "--train.steps=100000",
+        "--train.checkpoint_every=100000", "--train.eval_every=0", "--train.keep=last"])
+    process.send_signal(stop)  # the run goes on when its stdin closes: it finishes step 4, then stops
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     stopped = int(re.search(rf"{said} at step (\d+); checkpoint written", out + err).group(1))
-    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == stopped > 0
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == stopped == 4
 
 
 # ------------------------------------------------------------------------------------------ file names

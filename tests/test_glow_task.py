@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from mnist_fixture import write_mnist_fixture
+from paused_train import ONE_THREAD, one_thread, start_paused
 
 from cinn.bench import BenchReport
 from cinn.cli import run_command
@@ -51,66 +51,57 @@ def metric_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def test_train_eval_sample_interpolate(data_root, tmp_path):
+def test_train_eval_sample_interpolate(data_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
     result = run(glow_command(*tiny_train_args(data_root, run_dir, "--train.sample_every=3")))
     assert result.returncode == 0, result.stderr
     assert {"checkpoint.pt", "config.yaml", "metrics.csv", "learning_curve.png", "samples"} <= {
         p.name for p in run_dir.iterdir()}
     checkpoint = str(run_dir / "checkpoint.pt")
+    capsys.readouterr()
 
-    result = run(glow_command("eval", "--checkpoint", checkpoint))
-    assert result.returncode == 0, result.stderr
-    assert "test bits/dim:" in result.stdout and "32 images" in result.stdout
+    assert glow.main(["eval", "--checkpoint", checkpoint]) == 0  # the other commands in this process
+    out = capsys.readouterr().out
+    assert "test bits/dim:" in out and "32 images" in out
 
-    result = run(glow_command("sample", "--checkpoint", checkpoint, "--n", "4", "--temperatures", "0", "0.7"))
-    assert result.returncode == 0, result.stderr
+    assert glow.main(["sample", "--checkpoint", checkpoint, "--n", "4", "--temperatures", "0", "0.7"]) == 0
     assert (run_dir / "samples" / "temperature_0.70.png").exists()
 
-    result = run(glow_command("interpolate", "--checkpoint", checkpoint, "--pairs", "2", "--steps", "3"))
-    assert result.returncode == 0, result.stderr
+    assert glow.main(["interpolate", "--checkpoint", checkpoint, "--pairs", "2", "--steps", "3"]) == 0
     assert (run_dir / "interpolation.png").exists()
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(data_root, tmp_path):
-    args = ("--train.steps=300", "--train.checkpoint_every=10", "--train.log_every=10")
-    uninterrupted = tmp_path / "uninterrupted"
-    result = run(glow_command(*tiny_train_args(data_root, uninterrupted, *args)))
-    assert result.returncode == 0, result.stderr
+    args = ("--train.steps=80", "--train.checkpoint_every=10", "--train.log_every=10")
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    with one_thread():
+        assert glow.main(tiny_train_args(data_root, uninterrupted, *args)) == 0
 
-    killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(glow_command(*tiny_train_args(data_root, killed, *args)), cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        checkpoint = killed / "checkpoint.pt"
-        if checkpoint.exists() and load_checkpoint(checkpoint)["step"] >= 60:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    stopped_at = load_checkpoint(killed / "checkpoint.pt")["step"]
-    assert 60 <= stopped_at < 300
+    process = start_paused(61, "tasks.glow", tiny_train_args(data_root, killed, *args), env=ONE_THREAD)
+    process.kill()  # SIGKILL after step 61: no clean-up, no checkpoint beyond step 60's
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert load_checkpoint(killed / "checkpoint.pt")["step"] == 60
 
-    result = run(glow_command("train", "--resume", "--run_dir", str(killed)))
-    assert result.returncode == 0, result.stderr
+    with one_thread():
+        assert glow.main(["train", "--resume", "--run_dir", str(killed)]) == 0
     expected, actual = model_state(uninterrupted), model_state(killed)
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
     assert [r["train_bpd"] for r in metric_rows(killed)] == [r["train_bpd"] for r in metric_rows(uninterrupted)]
 
 
-def test_resume_refuses_a_changed_config(data_root, tmp_path):
+def test_resume_refuses_a_changed_config(data_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert run(glow_command(*tiny_train_args(data_root, run_dir))).returncode == 0
-    result = run(glow_command("train", "--resume", "--run_dir", str(run_dir), "--train.lr=0.5"))
-    assert result.returncode == 2
-    assert "train.lr" in result.stderr and "--force" in result.stderr
-    assert "Traceback" not in result.stderr
-    longer = run(glow_command("train", "--resume", "--run_dir", str(run_dir), "--train.steps=8"))
-    assert longer.returncode == 0, longer.stderr
+    assert glow.main(tiny_train_args(data_root, run_dir)) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(glow.main, ["train", "--resume", "--run_dir", str(run_dir), "--train.lr=0.5"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "train.lr" in err and "--force" in err
+    assert "Traceback" not in err
+    assert glow.main(["train", "--resume", "--run_dir", str(run_dir), "--train.steps=8"]) == 0
     assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 8
 
 

@@ -1,5 +1,6 @@
 """One registry per kind of part: a coupling map, a subnet and a dataset registered from this file alone are
-chosen by name in a task's config, trained, saved, and rebuilt by ``cinn.load`` from the checkpoint."""
+chosen by name in a task's config, trained, saved, and rebuilt by ``cinn.load`` from the checkpoint. (They are
+registered for the tests of this file only, so that the other tests see the registries as cinn ships them.)"""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from cinn.engine import load_checkpoint
 from tasks import glow
 
 
-@register_coupling_map
 @dataclass(frozen=True)
 class TanhAffine(CouplingMap):
     """RealNVP's map with a bounded log-scale: ``y = x·exp(s) + t``, ``s = limit·tanh(h)``, ``log_det = Σ s``."""
@@ -49,14 +49,12 @@ class TanhAffine(CouplingMap):
         return (y - shift) * torch.exp(-log_scale), -log_scale.flatten(1).sum(1)
 
 
-@register_subnet
 def shallow_conv(width: int) -> SubnetConstructor:
     """conv3x3 → ReLU → zero conv3x3."""
     return lambda in_channels, out_channels: nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
                                                            ZeroConv2d(width, out_channels))
 
 
-@register_dataset("stripes")
 def load_stripes(root, train: bool, image_size: int | None, channels: int) -> TensorImageDataset:
     """Horizontal (label 0) or vertical (label 1) stripes, 8x8, 32 training and 16 test images."""
     generator = torch.Generator().manual_seed(0 if train else 1)
@@ -66,6 +64,16 @@ def load_stripes(root, train: bool, image_size: int | None, channels: int) -> Te
     rows = (torch.arange(8).view(1, 8, 1) + phase) % 2
     images = torch.where(labels.view(-1, 1, 1) == 0, rows.expand(-1, 8, 8), rows.transpose(1, 2).expand(-1, 8, 8))
     return TensorImageDataset((images * 200 + 20).to(torch.uint8).unsqueeze(1), labels, num_classes=2)
+
+
+@pytest.fixture(autouse=True)
+def registered():
+    """The three parts registered as a module of cinn would register them, for one test."""
+    register_coupling_map(TanhAffine)
+    register_subnet(shallow_conv)
+    register_dataset("stripes")(load_stripes)
+    yield
+    del COUPLING_MAPS["tanh_affine"], SUBNETS["shallow_conv"], DATASETS["stripes"]
 
 
 def test_the_registered_parts_are_known_by_their_names():

@@ -2,21 +2,24 @@
 --resume or --overwrite, and a directory another live process trains in), writes its own files only once the
 run has started, and cleans up after interrupted checkpoint writes. Commands refuse checkpoints with non-finite
 weights, and `colorize` never lets two photos share outputs or overwrites them silently. Driven through the
-tasks' real command lines, in subprocesses where the process boundary matters."""
+tasks' real command lines: in this process (as ``python -m tasks.X`` runs them: exit code, stdout, stderr), and in
+processes of their own where the boundary matters (a lock another process holds, signals, SIGKILL)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from mnist_fixture import write_mnist_fixture
+from paused_train import ONE_THREAD, one_thread, start_paused
 from PIL import Image
 
 from cinn.cli import run_command
@@ -29,12 +32,20 @@ COLORIZE_TINY = str(ROOT / "configs/colorize/tiny.yaml")
 GLOW_TINY = str(ROOT / "configs/glow/tiny.yaml")
 
 
+TASKS = {"tasks.glow": glow, "tasks.colorize": colorize}
+
+
 def command(task: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"tasks.{task}", *args]
 
 
-def run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run(argv: list[str]) -> subprocess.CompletedProcess:
+    """``argv`` (a :func:`command`) run in this process as ``python -m tasks.X`` runs it: its exit code and what
+    it printed."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        run_command(TASKS[argv[2]].main, argv[3:])
+    return subprocess.CompletedProcess(argv, exit_info.value.code, out.getvalue(), err.getvalue())
 
 
 def colorize_train(run_dir: Path, *extra: str) -> list[str]:
@@ -91,26 +102,21 @@ def test_resume_and_overwrite_exclude_each_other(colorize_run, capsys):
 
 def test_a_second_train_in_a_directory_in_use_fails_at_once_and_the_first_run_is_intact(tmp_path):
     run_dir = tmp_path / "run"
-    first = subprocess.Popen(
-        colorize_train(run_dir, "--train.steps=100000", "--train.checkpoint_every=100000", "--train.eval_every=0",
-                       "--train.keep=last"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = colorize_train(run_dir, "--train.steps=100000", "--train.log_every=1",
+                          "--train.checkpoint_every=100000", "--train.eval_every=0", "--train.keep=last")
+    first = start_paused(1, "tasks.colorize", argv[3:])
     try:
-        metrics = run_dir / "metrics.csv"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 2):
-            time.sleep(0.2)  # wait for the first logged row
-        assert first.poll() is None, first.communicate()
-        started = time.monotonic()
-        err = one_error_line(run(colorize_train(run_dir, "--overwrite"), timeout=120))
+        second = run(colorize_train(run_dir, "--overwrite"))
+        err = one_error_line(second)
         assert f"run directory {run_dir} is in use by another train process (pid {first.pid})" in err
-        assert time.monotonic() - started < 60  # refused before reading any data
+        assert "training on" not in second.stdout  # refused before reading any data
         assert first.poll() is None
     finally:
         first.send_signal(signal.SIGTERM)
-        _, err = first.communicate(timeout=120)
+        _, err = first.communicate(timeout=120)  # closes its stdin: the paused run goes on, sees the signal
     assert first.returncode == 0, err
-    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] > 0
-    assert metrics.read_text().count("\n") >= 2
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 1
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 2
 
 
 def test_the_lock_of_a_killed_process_is_released(tmp_path):
@@ -200,12 +206,10 @@ def glow_train(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
                    str(data_root), "--run_dir", str(run_dir), *extra)
 
 
-def terminated_mid_run(argv: list[str], metrics: Path) -> subprocess.CompletedProcess:
-    """``argv`` (a ``train``) run until it has logged a few rows, then sent SIGTERM; its finished process."""
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 3):
-        time.sleep(0.05)
+def terminated_mid_run(argv: list[str], step: int) -> subprocess.CompletedProcess:
+    """``argv`` (a ``train``) run in a process of its own (one thread) and sent SIGTERM once it has done
+    ``step`` steps; its finished process."""
+    process = start_paused(step, argv[2], argv[3:], env=ONE_THREAD)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     return subprocess.CompletedProcess(argv, process.returncode, out, err)
@@ -213,19 +217,19 @@ def terminated_mid_run(argv: list[str], metrics: Path) -> subprocess.CompletedPr
 
 def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     data_root = write_mnist_fixture(tmp_path / "mnist", n_train=96, n_test=32)
-    steps = "--train.steps=400"
-    stopped = terminated_mid_run(glow_train(tmp_path / "stopped", data_root, steps, "--train.log_every=1"),
-                                 tmp_path / "stopped" / "metrics.csv")
+    steps = "--train.steps=40"
+    stopped = terminated_mid_run(glow_train(tmp_path / "stopped", data_root, steps, "--train.log_every=1"), 13)
     assert stopped.returncode == 0, stopped.stderr
     stop_step = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"]
-    assert 0 < stop_step < 400
-    resumed = run(glow_train(tmp_path / "stopped", data_root, steps, "--train.log_every=1", "--resume"))
-    assert resumed.returncode == 0, resumed.stderr
-    uninterrupted = run(glow_train(tmp_path / "whole", data_root, steps, "--train.log_every=1"))
-    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    assert stop_step == 13
+    with one_thread():
+        resumed = run(glow_train(tmp_path / "stopped", data_root, steps, "--train.log_every=1", "--resume"))
+        assert resumed.returncode == 0, resumed.stderr
+        uninterrupted = run(glow_train(tmp_path / "whole", data_root, steps, "--train.log_every=1"))
+        assert uninterrupted.returncode == 0, uninterrupted.stderr
     expected = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
     actual = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")
-    assert actual["step"] == expected["step"] == 400
+    assert actual["step"] == expected["step"] == 40
     assert expected["model"].keys() == actual["model"].keys()
     differing = [name for name, value in expected["model"].items()
                  if not torch.equal(value, actual["model"][name])]
