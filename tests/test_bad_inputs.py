@@ -593,17 +593,10 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path, Path, Path]:
+def trained(mnist_data_root, tiny_colorize_run, tiny_glow_run, tiny_mnist_run) -> tuple[Path, Path, Path, Path]:
     """(MNIST-format data root, tiny colourisation, Glow and class-conditional checkpoints)."""
-    mnist_root = write_mnist_fixture(tmp_path_factory.mktemp("mnist"), n_train=96, n_test=32)
-    colorize_run, glow_run = tmp_path_factory.mktemp("colorize"), tmp_path_factory.mktemp("glow")
-    mnist_run = tmp_path_factory.mktemp("mnist_run")
-    assert colorize.main(["train", "--config", COLORIZE_TINY, "--run_dir", str(colorize_run)]) == 0
-    assert glow.main(["train", "--config", GLOW_TINY, "--data.dataset", "mnist", "--data.root", str(mnist_root),
-                      "--run_dir", str(glow_run)]) == 0
-    assert mnist.main(["train", "--config", MNIST_TINY, "--data.root", str(mnist_root),
-                       "--run_dir", str(mnist_run)]) == 0
-    return mnist_root, colorize_run / "checkpoint.pt", glow_run / "checkpoint.pt", mnist_run / "checkpoint.pt"
+    return (mnist_data_root, tiny_colorize_run / "checkpoint.pt", tiny_glow_run / "checkpoint.pt",
+            tiny_mnist_run / "checkpoint.pt")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)

@@ -71,11 +71,9 @@ def write_every_format(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
+def trained_run(tiny_colorize_run) -> Path:
     """A tiny cINN trained on scikit-image's bundled photos, as `train` with no --data does."""
-    run_dir = tmp_path_factory.mktemp("run")
-    assert colorize.main(["train", "--config", TINY, "--run_dir", str(run_dir)]) == 0
-    return run_dir
+    return tiny_colorize_run
 
 
 def test_train_on_the_bundled_photos_writes_the_run(trained_run):

@@ -176,12 +176,8 @@ def poisoned(checkpoint: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def glow_run(tmp_path_factory) -> Path:
-    data_root = write_mnist_fixture(tmp_path_factory.mktemp("mnist"), n_train=96, n_test=32)
-    run_dir = tmp_path_factory.mktemp("glow") / "run"
-    assert glow.main(["train", "--config", GLOW_TINY, "--data.dataset", "mnist", "--data.root", str(data_root),
-                      "--run_dir", str(run_dir)]) == 0
-    return run_dir
+def glow_run(tiny_glow_run) -> Path:
+    return tiny_glow_run
 
 
 def test_every_command_refuses_a_checkpoint_with_non_finite_weights_with_one_line(glow_run, colorize_run,

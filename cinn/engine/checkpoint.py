@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-import cinn
 from cinn.models.registry import build_from_spec
+from cinn.version import __version__
 
 CHECKPOINT_FORMAT = "cinn-checkpoint-3"
 UPGRADED_FORMATS = ("cinn-checkpoint-2",)
@@ -225,7 +225,7 @@ def require_finite_weights(weights: nn.Module | dict[str, Any], path: str | Path
 
 def model_info(spec: dict[str, Any], conventions: dict[str, Any]) -> dict[str, Any]:
     """The entries that make a checkpoint self-describing: ``model_spec``, ``conventions``, ``cinn_version``."""
-    return {"model_spec": spec, "conventions": conventions, "cinn_version": cinn.__version__}
+    return {"model_spec": spec, "conventions": conventions, "cinn_version": __version__}
 
 
 @dataclass
