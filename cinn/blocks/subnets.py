@@ -32,9 +32,9 @@ class ZeroConv2d(nn.Module):
 
 class PointwiseConv2d(nn.Conv2d):
     """1x1 convolution ``(B, C_in, H, W) → (B, C_out, H, W)`` that runs as one matrix product
-    ``(B·H·W, C_in) @ (C_in, C_out)`` on a channels_last input (a zero-copy view), which the CPU does faster
-    than oneDNN's 1x1 convolution (width 512, 16x16, batch 16: backward 33 vs 38–42 ms); other layouts use
-    the convolution. Same parameters and state dict as ``nn.Conv2d(in_channels, out_channels, 1)``.
+    ``(B·H·W, C_in) @ (C_in, C_out)`` on a channels_last input (a zero-copy view), which CPUs run faster than
+    oneDNN's 1x1 convolution (BENCHMARKS.md, "Training speed against the standard PyTorch Glow"); other
+    layouts use the convolution. Same parameters and state dict as ``nn.Conv2d(in_channels, out_channels, 1)``.
 
     Example:
         >>> layer = PointwiseConv2d(8, 4).to(memory_format=torch.channels_last)
@@ -101,9 +101,10 @@ def fc_subnet(hidden_features: int, hidden_layers: int = 1, asinh_inputs: bool =
     The cINN paper's MNIST model uses one hidden layer of width 512. ``asinh_inputs`` feeds the subnet
     ``asinh(x_a)`` instead of ``x_a`` (:class:`Asinh`). In a flow whose couplings scale some dimensions
     up a lot (near-constant background pixels), a test image with ink where the training images had none
-    reaches the later subnets as values of ~10^3 where a typical image gives tens, and every dimension they
-    transform goes astray; through ``asinh`` such a value is ~7, and that image's bits/dim stays near the
-    median (BENCHMARKS.md, "Why the FC model ignored its labels"; ``benchmarks/fc_cinn_outliers.py``).
+    reaches the later subnets as values far larger than a typical image's, and every dimension they transform
+    goes astray; ``asinh`` grows only logarithmically (``asinh(1000) ≈ 7.6``), so such a value cannot swamp
+    them (BENCHMARKS.md, "Why the FC model ignored its labels", measures the effect;
+    ``benchmarks/fc_cinn_outliers.py``).
 
     Example:
         >>> net = fc_subnet(512)(402, 784)   # (in_features, out_features)

@@ -16,8 +16,9 @@ def retain_freed_memory() -> bool:
     PyTorch allocates CPU tensors with plain ``malloc``. Every training step frees its activations (megabytes
     each) in the backward pass, and glibc hands large blocks back to the kernel (``munmap`` for blocks above
     its mmap threshold, heap trimming above its trim threshold), so the next step writes to fresh pages: one
-    page fault per 4 KiB. On the 2-core VM of BENCHMARKS.md an elementwise op on a fresh 8 MiB tensor took
-    3–8 ms instead of 0.5–0.8 ms. With ``M_MMAP_MAX = 0`` (large blocks come from the heap) and trimming off,
+    page fault per 4 KiB, which can make an elementwise op on a fresh tensor several times slower than on reused
+    memory (BENCHMARKS.md, "Training speed against the standard PyTorch Glow", Allocator). With
+    ``M_MMAP_MAX = 0`` (large blocks come from the heap) and trimming off,
     freed blocks are reused and the process simply stays at its peak size, which it reaches every step anyway.
 
     Process-wide and permanent: the training engine calls it when it trains on the CPU

@@ -1,10 +1,8 @@
 """The memory layout a flow trains in, chosen by timing both on this machine.
 
 Which layout a CPU's convolutions run faster depends on the CPU, the precision and the model, and no rule of
-CPU features predicted it on the machines measured (BENCHMARKS.md, "Memory layout"): for Glow's CIFAR
-architecture in float32, channels_last (NHWC) was 1.06–1.09x faster than NCHW on an AMD EPYC without AVX-512
-and 1.05x on an Intel Xeon with AMX, but 0.74x on an AMD EPYC with AVX-512; under bf16 autocast channels_last
-was faster on both AVX-512 machines. So a flow built with ``channels_last=None`` is measured instead: a few
+CPU features predicts it (BENCHMARKS.md, "Memory layout", has the measurements: channels_last wins on some CPUs
+and precisions, NCHW on others). So a flow built with ``channels_last=None`` is measured instead: a few
 forward and backward passes of each layout on copies of the model, the first training batch, with the run's
 precision and backprop, alternating; NCHW is kept only when it is :data:`MARGIN` faster, so that noise does not
 flip the choice. The result is cached per CPU, thread count, torch version, model and batch

@@ -78,8 +78,8 @@ class TrainConfig:
     retain_freed_memory: bool = True
     """keep freed CPU memory for reuse instead of returning it to the OS each step (CPU only)"""
     flush_denormals: bool = True
-    """treat subnormal floats (below 1.2e-38) as zero on the CPU: with them, steps got 5x slower once Adam's
-    moments and the gradients held many (process-wide, CPU only)"""
+    """treat subnormal floats (below 1.2e-38) as zero on the CPU, where arithmetic on them is slow once Adam's
+    moments and the gradients hold many (process-wide, CPU only; BENCHMARKS.md, "Subnormal floats")"""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda, cuda:N"""
     num_workers: int = 0
@@ -116,8 +116,8 @@ class TrainConfig:
 
 
 def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimiser; Adam and AdamW use torch's fused kernel (one pass over all parameters,
-    3x faster than the per-parameter loop on the CPU: 14 vs 42 ms per step for a 12 M-parameter Glow).
+    """The configured optimiser; Adam and AdamW use torch's fused kernel (one pass over all parameters rather
+    than a loop over them; BENCHMARKS.md, "Training speed against the standard PyTorch Glow", has its speed).
 
     Example:
         >>> build_optimizer(list(nn.Linear(2, 2).parameters()), TrainConfig(optimizer="adam")).defaults["lr"]
