@@ -4,11 +4,14 @@ types, the training options, and checks of the paths a command will write before
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -35,6 +38,11 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
     except InvertibilityError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        print(f"error: {storage_message(error)}", file=sys.stderr)
+        sys.exit(2)
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
@@ -43,6 +51,23 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+"""The errors of a write the storage refused (full, over quota or a file-size limit, read-only, failing): the
+user's to fix, so one line rather than a traceback."""
+
+
+def storage_message(error: OSError) -> str:
+    """The one line of a write the storage refused: which file, why, and what to do.
+
+    Example:
+        >>> storage_message(OSError(28, "No space left on device", "samples.png"))[:65]
+        'could not write samples.png (No space left on device): free space'
+    """
+    where = f" {error.filename}" if error.filename else " a file"
+    return (f"could not write{where} ({error.strerror or error}): free space or write elsewhere, then run the "
+            "command again")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -161,6 +186,41 @@ def writable_file(path: Path, option: str) -> Path:
         raise ConfigError(f"{option} {path} is a folder, not a file; pass the path of the file to write")
     require_creatable(path.parent, path, option)
     return path
+
+
+def refuse_to_replace(path: Path, overwrite: bool, option: str = "--out") -> None:
+    """A file at ``path`` (what ``option`` writes) is a one-line :class:`ConfigError` unless ``overwrite``: another
+    run's checkpoint or any other file is never replaced without being asked to."""
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{option} {path} already exists; pass --overwrite to replace it or choose another "
+                          f"{option}")
+
+
+@contextmanager
+def writing_alone(folder: Path, option: str, command: str) -> Iterator[None]:
+    """Hold an exclusive lock on the existing ``folder`` (what ``option`` writes into) while the block runs, so two
+    ``command`` processes never interleave their outputs there (nor both pass the check that none exist yet); one
+    started while another holds it is a one-line :class:`ConfigError`. The lock is the folder's own
+    (``fcntl.flock``), so nothing is left in it, and it is released when the process ends, however it ends.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> with writing_alone(out, "--out", "colorize"), writing_alone(out, "--out", "colorize"):
+        ...     pass  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        cinn.config.ConfigError: --out ... is in use by another colorize process; wait for it to end or choose ...
+    """
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{option} {folder} is in use by another {command} process; wait for it to end or "
+                              f"choose another {option}") from None
+        yield
+    finally:
+        os.close(handle)
 
 
 def writable_image(path: Path, option: str, formats: Collection[str]) -> Path:

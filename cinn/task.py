@@ -57,6 +57,7 @@ from cinn.config import ConfigError, config_from_dict, config_to_dict, format_co
 from cinn.data import is_dataset_name
 from cinn.engine import (
     BitsPerDim,
+    CheckpointError,
     Objective,
     ProcessGroup,
     Trainer,
@@ -80,17 +81,11 @@ from cinn.engine.hooks import Samples
 from cinn.engine.run import RunDirectory, check_batch_size, require_resumable, resumed_config
 from cinn.engine.train_config import MAX_SEED
 from cinn.models import Flow
-from cinn.models.registry import build_from_spec
+from cinn.models.registry import MAX_BLOCKS, MAX_IMAGE_SIZE, build_from_spec
 from cinn.viz import save_grid
 
 C = TypeVar("C")
 
-MAX_IMAGE_SIZE = 4096
-"""The largest ``data.image_size``: images are resized to squares of this side and held in memory (a photo of
-4096x4096 is 48 MiB), so a typo's extra zeros would otherwise resize for minutes and run out of memory."""
-MAX_BLOCKS = 1024
-"""The most couplings a config may ask for in all (the shipped configs have at most 96): models are built block by
-block, so a typo's 10**8 would build for hours."""
 
 EXPORTED_ENTRIES = ("task", "config", "model_spec", "conventions", "cinn_version", "step")
 """The entries of a checkpoint that ``export`` keeps, with the trained weights."""
@@ -317,7 +312,11 @@ class Task(ABC, Generic[C]):
         every command that opens a model goes through)."""
         state = self.read_state(checkpoint, device)
         require_entries(state, ("conventions",), checkpoint)
-        config = config_from_dict(self.config_class, state["config"])
+        try:
+            config = config_from_dict(self.config_class, state["config"])
+        except ConfigError as error:
+            raise CheckpointError(f"checkpoint {checkpoint} holds a config this task cannot use ({error}); use "
+                                  "another checkpoint") from None
         model = rebuild_model(state, checkpoint, device)
         return TrainedRun(config, model, state["conventions"], state, device)
 
@@ -425,20 +424,24 @@ class Task(ABC, Generic[C]):
             report.append_to(args.record, command=f"python -m tasks.{self.name} " + " ".join(sys.argv[1:]))
             print(f"recorded in {args.record}")
 
-    def upgrade(self, args: argparse.Namespace) -> None:
+    def check_new_file(self, args: argparse.Namespace, command: str) -> None:
+        """The ``--out`` of ``command`` (``upgrade``, ``export``) must be a new file: not its ``--checkpoint``, and
+        an existing file only with ``--overwrite``."""
         cli.writable_file(args.out, "--out")
+        if args.out.resolve() == Path(args.checkpoint).expanduser().resolve():
+            raise ConfigError(f"{command} writes a new file; give --out another path than --checkpoint")
+        cli.refuse_to_replace(args.out, args.overwrite)
+
+    def upgrade(self, args: argparse.Namespace) -> None:
+        self.check_new_file(args, "upgrade")
         state = self.read_state(args.checkpoint)
-        if args.out.resolve() == Path(args.checkpoint).resolve():
-            raise ConfigError("upgrade writes a new file; give --out another path than --checkpoint")
         rebuild_model(state, args.checkpoint)  # the upgraded file must rebuild its model
         save_checkpoint(state, args.out)
         print(f"{args.out}: {args.checkpoint} in the current checkpoint format (cinn.load reads it)")
 
     def export(self, args: argparse.Namespace) -> None:
-        cli.writable_file(args.out, "--out")
+        self.check_new_file(args, "export")
         state = self.read_state(args.checkpoint)
-        if args.out.resolve() == Path(args.checkpoint).resolve():
-            raise ConfigError("export writes a new file; give --out another path than --checkpoint")
         require_entries(state, EXPORTED_ENTRIES, args.checkpoint)
         weights = {key: value.float() if value.is_floating_point() else value
                    for key, value in trained_weights(state).items()}
@@ -475,9 +478,11 @@ class Task(ABC, Generic[C]):
         upgrade = commands.add_parser("upgrade", help="rewrite a checkpoint of an earlier cinn in the current "
                                                       "format")
         upgrade.add_argument("--out", type=Path, required=True, help="the upgraded checkpoint to write")
+        upgrade.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
         export = commands.add_parser("export", help="write the trained model alone (weights and model spec, no "
                                                     "optimiser state) to ship or share")
         export.add_argument("--out", type=Path, required=True, help="the file to write")
+        export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
         opening = [evaluate, check, upgrade, export]
         if type(self).sample_images is not Task.sample_images:
             sample = commands.add_parser("sample", help="grids of samples at one or more temperatures")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -12,11 +14,31 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Let an :class:`OSError` of the writes in the block (a full disk, a file-size limit) name ``path`` when it
+    names no file (image writers report the failed write alone).
+
+    Example:
+        >>> with writing("grid.png"):
+        ...     raise OSError(28, "No space left on device")
+        Traceback (most recent call last):
+        OSError: [Errno 28] No space left on device: 'grid.png'
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
 def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
     """Save images ``(N, C, H, W)`` with values in ``[0, 1]`` (clamped) as one PNG grid."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.detach().float().clamp(0, 1).cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
+    with writing(path):
+        save_image(images.detach().float().clamp(0, 1).cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
     return path
 
 
@@ -47,7 +69,8 @@ def save_image_table(images: Tensor, column_titles: list[str], path: str | Path,
             if col == 0 and row_titles is not None:
                 axis.set_ylabel(row_titles[row], fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with writing(path):
+        figure.savefig(path, dpi=100)
     return path
 
 
@@ -83,5 +106,6 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str =
     axis.set_title(title)
     figure.tight_layout()
     png_path = Path(png_path)
-    figure.savefig(png_path, dpi=120)
+    with writing(png_path):
+        figure.savefig(png_path, dpi=120)
     return png_path

@@ -41,8 +41,10 @@ from cinn.cli import (
     refuse_output_among_inputs,
     writable_folder,
     writable_image,
+    writing_alone,
 )
 from cinn.colorization import (
+    MAX_SAMPLES,
     PRETRAINED_COLORIZER,
     Colorizer,
     LabColorization,
@@ -72,11 +74,10 @@ from cinn.data import (
 from cinn.data.images import MAX_ASPECT_RATIO, MAX_PIXELS
 from cinn.engine import TrainConfig, resolve_device
 from cinn.task import MAX_IMAGE_SIZE, CinnModelConfig, Command, Task, TrainedRun, first_items
-from cinn.viz import save_grid, save_image_table
+from cinn.viz import save_grid, save_image_table, writing
 
 TABLE_PHOTOS, TABLE_SAMPLES = 4, 6  # held-out photos and colourings shown in the figures of a run
 CONTACT_HEIGHT = 256  # pixels of each picture on a contact sheet
-MAX_SAMPLES = 64  # colourings of one photo, all drawn in one batch: memory grows with their number
 SAMPLES_LIMIT = f"1 to {MAX_SAMPLES}, drawn in one batch, so memory grows with their number"
 
 
@@ -348,7 +349,14 @@ class ColorizeTask(Task[ColorizeConfig]):
         paths = photo_paths(args.input)
         outputs = {path: colorize_outputs(args.out / output_stem(path, args.input), args.samples)
                    for path in paths}
-        refuse_to_overwrite([file for files in outputs.values() for file in files], args.overwrite)
+        args.out.mkdir(parents=True, exist_ok=True)
+        with writing_alone(args.out, "--out", "colorize"):
+            refuse_to_overwrite([file for files in outputs.values() for file in files], args.overwrite)
+            self.write_colourings(colorizer, outputs, args)
+
+    def write_colourings(self, colorizer: Colorizer, outputs: dict[Path, list[Path]],
+                         args: argparse.Namespace) -> None:
+        """Each photo's colourings and contact sheet, to the files ``outputs`` names."""
         for path, (contact, *sample_files) in outputs.items():
             contact.parent.mkdir(parents=True, exist_ok=True)
             photo = TF.pil_to_tensor(open_image(path))
@@ -359,7 +367,8 @@ class ColorizeTask(Task[ColorizeConfig]):
             for index, image in enumerate([grey_version(photo), *colourings]):
                 picture = Image.fromarray(image.permute(1, 2, 0).numpy())
                 if index > 0:
-                    picture.save(sample_files[index - 1], compress_level=1)
+                    with writing(sample_files[index - 1]):
+                        picture.save(sample_files[index - 1], compress_level=1)
                 width = max(1, round(picture.width * CONTACT_HEIGHT / picture.height))
                 thumbnails.append(TF.pil_to_tensor(picture.resize((width, CONTACT_HEIGHT), Image.BICUBIC,
                                                                   reducing_gap=2.0)))

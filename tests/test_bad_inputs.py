@@ -6,6 +6,7 @@ The cases below are also the troubleshooting table of the README; a test keeps t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import pickle
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from paused_train import start_paused
 from PIL import Image
 
 import cinn
-from cinn.cli import run_command
+from cinn.cli import run_command, writing_alone
 from cinn.colorization import load_colorizer
 from cinn.config import ConfigError
 from cinn.engine import CheckpointError, load_checkpoint, resolve_device, trained_weights
@@ -245,6 +247,39 @@ def other_architecture(f: Fixtures) -> Path:
     return f.tmp / "other.pt"
 
 
+def edited(change: Callable[[dict], object], checkpoint: str = "glow") -> Callable[[Fixtures], Path]:
+    """A copy of the fixtures' ``checkpoint`` whose loaded state ``change`` edited in place, saved as torch does
+    (so its checksums are right: only the content is wrong)."""
+    def write(f: Fixtures) -> Path:
+        state = torch.load(getattr(f, f"{checkpoint}_checkpoint"), weights_only=True)
+        change(state)
+        torch.save(state, f.tmp / "edited.pt")
+        return f.tmp / "edited.pt"
+    return write
+
+
+def nested(depth: int) -> list:
+    """A list nested ``depth`` deep: a few bytes in a file, a huge text if ever formatted in full."""
+    value: list = []
+    for _ in range(depth):
+        value = [value, value]
+    return value
+
+
+def flipped_weights(f: Fixtures) -> Path:
+    """A copy of the Glow checkpoint with 16 bytes flipped inside one of its weight tensors (torch loads it and
+    every value stays finite)."""
+    data = bytearray(f.glow_checkpoint.read_bytes())
+    with zipfile.ZipFile(f.glow_checkpoint) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.file_size)
+        with archive.open(entry) as member:
+            start = data.index(member.read(64))
+    for offset in range(start + 4, start + 20):
+        data[offset] ^= 0x01  # the lowest mantissa bit: values change, none becomes NaN
+    (f.tmp / "flipped.pt").write_bytes(data)
+    return f.tmp / "flipped.pt"
+
+
 def lacking(command: str, entry: str, *args: str) -> Callable[[Fixtures], list[str]]:
     """``command --checkpoint CK ARGS`` with a Glow checkpoint that lacks ``entry``; ``{tmp}`` in ``args`` is the
     test's folder."""
@@ -300,6 +335,16 @@ def alias_bomb(tmp: Path) -> Path:
 
 
 HELD_RUN_DIRECTORIES: list[RunDirectory] = []  # locked as another live train process would hold them
+HELD_FOLDERS: list[contextlib.AbstractContextManager] = []  # held as another live colorize process would hold them
+
+
+def held(folder: Path) -> Path:
+    """``folder``, locked as a ``colorize`` writing into it holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = writing_alone(folder, "--out", "colorize")
+    lock.__enter__()
+    HELD_FOLDERS.append(lock)
+    return folder
 
 
 def in_use(run_dir: Path) -> Path:
@@ -497,8 +542,12 @@ CASES = [
          lambda f: ["pca", "--checkpoint", str(f.tmp / "none.pt"), "--range", "1e308"],
          "argument --range: must be a finite number > 0 and <= 100, got '1e308'"),
     Case("sizes beyond the machine's memory", glow.main,
-         lambda f: ["bench", "--config", GLOW_TINY, "--shape", "3", "1000000", "1000000", "--steps", "1"],
+         lambda f: ["bench", "--config", GLOW_TINY, "--shape", "3", "4096", "4096", "--steps", "1",
+                    "--train.batch_size=100000"],
          "out of memory (an allocation of"),
+    Case("image sizes beyond any model", glow.main,
+         lambda f: ["bench", "--config", GLOW_TINY, "--shape", "3", "1000000", "1000000", "--steps", "1"],
+         "impossible model for this data: input_shape must be 1 to 3 sizes from 1 to 4096"),
     Case("required option missing", colorize.main, opening("colorize", "colorize"),
          "the following arguments are required: --input"),
     Case("unavailable device", colorize.main, opening("eval", "colorize", "--device", "cuda:64"),
@@ -563,6 +612,43 @@ CASES = [
          "describes a model that cannot be rebuilt (RuntimeError: Error(s) in loading state_dict"),
     Case("checkpoint of another task", colorize.main, eval_checkpoint(lambda f: f.glow_checkpoint),
          "checkpoint of the 'glow' task"),
+    Case("checkpoint whose task name is a shell command", colorize.main,
+         eval_checkpoint(edited(lambda s: s.update(task="glow; rm -rf ~"))),
+         "is a checkpoint of the 'glow; rm -rf ~' task, not 'colorize'; pass a checkpoint of 'colorize'"),
+    Case("checkpoint with flipped bytes in its weights", glow.main, eval_checkpoint(flipped_weights),
+         "is damaged: its entry"),
+    Case("checkpoint whose spec asks for thousands of flow steps", glow.main,
+         eval_checkpoint(edited(lambda s: s["model_spec"]["arguments"].update(steps_per_level=5000))),
+         "the model would have 10000 flow steps or couplings, more than the 1024 allowed"),
+    Case("checkpoint whose spec holds deeply nested lists", glow.main,
+         eval_checkpoint(edited(lambda s: s["model_spec"]["arguments"].update(input_shape=nested(40)))),
+         "hold more than 256 values or are nested more than 3 deep"),
+    Case("checkpoint whose header entries have wrong types", glow.main,
+         eval_checkpoint(edited(lambda s: s.update(step="six", conventions={**s["conventions"], "n_bits": 0}))),
+         "is malformed: step is 'six', not an integer from 0 up; conventions.n_bits is 0"),
+    Case("checkpoint whose text holds deeply nested lists", glow.main,
+         eval_checkpoint(edited(lambda s: s["conventions"].update(dataset=nested(40)))),
+         "is malformed: conventions.dataset is [[[[...], [...]], [[...], [...]]], [[[...], [...]], [[...], "),
+    Case("checkpoint whose conventions disagree with its model", glow.main,
+         eval_checkpoint(edited(lambda s: s["conventions"].update(image_shape=[3, 32, 32]))),
+         "its conventions give image_shape [3, 32, 32] (the model takes [1, 28, 28])"),
+    Case("checkpoint whose config holds a wrong type", glow.main,
+         eval_checkpoint(edited(lambda s: s["config"]["train"].update(lr="fast"))),
+         "holds a config this task cannot use (train.lr must be a float"),
+    Case("checkpoint on a CUDA device that is not there", glow.main,
+         lambda f: ["eval", "--checkpoint", str(f.glow_checkpoint), "--device", "cuda:7"],
+         "--device 'cuda:7' is not available on this machine"),
+    Case("export over an existing file", glow.main,
+         lambda f: ["export", "--checkpoint", str(f.glow_checkpoint), "--out", str(written(f.tmp / "notes.txt",
+                                                                                             "hello"))],
+         "notes.txt already exists; pass --overwrite to replace it or choose another --out"),
+    Case("upgrade over another run's checkpoint", glow.main,
+         lambda f: ["upgrade", "--checkpoint", str(f.glow_checkpoint), "--out",
+                    str(copied_run(f, "mnist") / "checkpoint.pt")],
+         "checkpoint.pt already exists; pass --overwrite to replace it"),
+    Case("output folder in use by another colorize", colorize.main,
+         colorize_into(lambda photos: held(photos.parent / "busy_out")),
+         "is in use by another colorize process; wait for it to end or choose another --out"),
     Case("checkpoint crafted to run code", glow.main, eval_checkpoint(lambda f: crafted_pickle(f.tmp)),
          "could run code, so it was not loaded"),
     Case("checkpoint with non-finite weights", glow.main, eval_checkpoint(non_finite_checkpoint),
@@ -615,7 +701,7 @@ def test_bad_input_gives_one_clear_line_and_an_exit_code(case, trained, tmp_path
 
 IN_SUBPROCESSES = ["infinite weight decay", "more couplings than the limit", "truncated MNIST file",
                    "NaN sampling temperature", "more interpolation pairs than test images",
-                   "classifier cache path holds a text file"]
+                   "classifier cache path holds a text file", "checkpoint with flipped bytes in its weights"]
 """One case of each kind (a config value, a bound, damaged data, an option, an option against the data, a file
 that must not be overwritten), also run as ``python -m tasks.X`` in a process of its own: the exit code and
 the one line on stderr are what the process boundary shows."""

@@ -12,7 +12,7 @@ Lab → RGB), :mod:`~cinn.colorization.colorizer` (``Colorizer``, ``ColorModel``
 :mod:`~cinn.colorization.inputs` (photos to colourise, colour check of training photos).
 """
 
-from cinn.colorization.colorizer import Colorizer, ColorModel
+from cinn.colorization.colorizer import MAX_SAMPLES, Colorizer, ColorModel
 from cinn.colorization.full_resolution import (
     STRIP_PIXELS,
     grey_version,
@@ -41,6 +41,7 @@ from cinn.colorization.model import (
 from cinn.colorization.objective import LabColorization, downsample_ab
 
 __all__ = [
+    "MAX_SAMPLES",
     "PRETRAINED_COLORIZER",
     "STRIP_PIXELS",
     "ColorModel",

@@ -15,6 +15,11 @@ from torch import Tensor
 
 from cinn.color import denormalize_ab, normalize_lightness
 from cinn.colorization.full_resolution import join_lightness, lightness_of, working_size
+from cinn.data.images import MAX_ASPECT_RATIO, MAX_PIXELS
+from cinn.models.arguments import require_count, require_temperature, require_tensor
+
+MAX_SAMPLES = 64
+"""The most colourings of one photo in one call: they are drawn in one batch, so memory grows with them."""
 
 
 class ColorModel(Protocol):
@@ -53,12 +58,20 @@ class Colorizer:
 
     @torch.no_grad()
     def colorize(self, image: Tensor, n_samples: int = 8, temperature: float = 0.8, seed: int = 0) -> Tensor:
-        """``n_samples`` colourings ``(n_samples, 3, H, W)`` uint8 of one photo ``(3, H, W)`` uint8."""
+        """``n_samples`` colourings ``(n_samples, 3, H, W)`` uint8 of one photo ``(3, H, W)`` uint8. The photo
+        may have at most :data:`~cinn.data.images.MAX_PIXELS` pixels and sides at most
+        :data:`~cinn.data.images.MAX_ASPECT_RATIO` apart, as for the ``colorize`` command; a wrong photo, count or
+        temperature is a :class:`ValueError` or :class:`TypeError` that says what was expected."""
+        image = require_tensor(image, "image")
         if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
-            raise ValueError(f"expected a uint8 RGB photo (3, H, W), got {image.dtype} {tuple(image.shape)}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+            raise ValueError(f"expected a uint8 RGB photo (3, H, W), got {image.dtype} {tuple(image.shape)}; "
+                             "torchvision.transforms.functional.pil_to_tensor makes one from a PIL image")
+        n_samples = require_count(n_samples, "n_samples", MAX_SAMPLES)
+        temperature = require_temperature(temperature)
         height, width = image.shape[-2:]
+        if height * width > MAX_PIXELS or max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+            raise ValueError(f"the photo is {width}x{height} pixels; a photo may have at most {MAX_PIXELS} pixels "
+                             f"and its longer side at most {MAX_ASPECT_RATIO} times its shorter side")
         lightness = lightness_of(image)
         size = working_size(height, width, self.shorter_side, self.multiple)
         shrinking = size[0] <= height and size[1] <= width

@@ -17,8 +17,17 @@ _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def _to_8bit(image: Image.Image, channels: int) -> Image.Image:
-    """``image`` as 8-bit ``"RGB"`` (``channels`` 3) or ``"L"`` (1); alpha is dropped."""
-    if image.mode in _WIDE_INTEGER_MODES:
+    """``image`` as 8-bit ``"RGB"`` (``channels`` 3) or ``"L"`` (1); alpha is dropped. Float pixels (mode ``F``,
+    such as a 32-bit TIFF) keep their brightness: values in [0, 1] are scaled by 255, values in [0, 255] kept;
+    others are a :class:`ValueError` (their scale cannot be known).
+
+    Example:
+        >>> _to_8bit(Image.new("F", (2, 2), 0.5), 1).getpixel((0, 0))
+        128
+    """
+    if image.mode == "F":
+        image = Image.fromarray(_float_to_8bit(np.asarray(image, dtype=np.float64)))
+    elif image.mode in _WIDE_INTEGER_MODES:
         # 16-bit values scale to 8 bits by v·255/65535, rounded (65535 → 255, 32768 → 128).
         wide = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
         image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
@@ -26,6 +35,17 @@ def _to_8bit(image: Image.Image, channels: int) -> Image.Image:
         image = image.convert("RGBA")  # PIL's supported route for palette/keyed transparency
     target = "L" if channels == 1 else "RGB"
     return image if image.mode == target else image.convert(target)
+
+
+def _float_to_8bit(values: np.ndarray) -> np.ndarray:
+    """Float pixels as ``uint8``: ``[0, 1]`` scaled by 255, ``[0, 255]`` as they are, rounded."""
+    if values.size and not np.isfinite(values).all():
+        raise ValueError("its float pixels include NaN or infinity")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise ValueError(f"its float pixels run from {low:g} to {high:g}, neither within [0, 1] nor [0, 255]")
+    scale = 255.0 if high <= 1 else 1.0
+    return np.rint(values * scale).astype(np.uint8)
 
 
 MAX_ASPECT_RATIO = 10

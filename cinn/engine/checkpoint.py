@@ -24,8 +24,10 @@ from __future__ import annotations
 import glob
 import os
 import pickle
+import re
 import shlex
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cinn.config import ConfigError, shown
+from cinn.engine.header import header_problems
 from cinn.models.registry import build_from_spec
 from cinn.version import __version__
 
@@ -46,6 +50,11 @@ TRAINING_ENTRIES = ("model", "optimizer", "scheduler", "rng", "step", "elapsed_s
 """The entries of a training checkpoint that ``train --resume`` continues the run from."""
 
 
+TASK_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+"""What a task's name looks like (a module of ``tasks``); a name from a file that does not is never put into a
+suggested command."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or of the wrong kind."""
 
@@ -54,7 +63,9 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, then a rename.
 
     A crash or a full disk during the write leaves the previous file at ``path`` intact; the temporary files
-    of writes that were killed before their rename are removed first (:func:`remove_interrupted_writes`).
+    of writes that were killed before their rename are removed first (:func:`remove_interrupted_writes`). The
+    file gets the permissions of any new file of this process (``0o666`` less the umask), not the temporary
+    file's private ``0o600``: a checkpoint is meant to be shared.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,10 +76,18 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
             torch.save({**payload, "format": CHECKPOINT_FORMAT}, file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def temporary_prefix(path: Path) -> str:
@@ -86,9 +105,13 @@ def remove_interrupted_writes(path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``; a path that
-    is not a readable cinn checkpoint is a one-line :class:`CheckpointError`."""
-    path = Path(path)
+    is not a readable cinn checkpoint, or whose bytes no longer match the checksums stored with them (a flipped
+    bit, a bad copy), is a one-line :class:`CheckpointError`; a ``map_location`` this machine does not have is a
+    :class:`~cinn.config.ConfigError`. ``~`` stands for the home folder."""
+    path = Path(path).expanduser()
     require_checkpoint_file(path)
+    require_available(map_location)
+    require_intact(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -100,13 +123,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as error:  # any other failure of torch.load on a file it cannot read: a cut zip, text, ...
         raise unreadable(path, error) from None
     found = payload.get("format") if isinstance(payload, dict) else None
+    found = found if isinstance(found, str) else None
     if found in LAST_VERSION_READING:
-        version, task = LAST_VERSION_READING[found], shlex.quote(f"tasks.{payload.get('task', 'TASK')}"[:80])
+        task = payload.get("task")
+        task = f"tasks.{task}" if isinstance(task, str) and TASK_NAME.fullmatch(task) else "tasks.TASK"
+        version = LAST_VERSION_READING[found]
         raise CheckpointError(f"{path} was written by an early cinn (format {found}), which this version no "
                               f"longer reads; convert it with cinn {version}: pip install cinn=={version}, then "
                               f"python -m {task} upgrade --checkpoint {shlex.quote(str(path))} --out NEW.pt")
     if found not in (CHECKPOINT_FORMAT, *UPGRADED_FORMATS):
         raise CheckpointError(f"{path} is not a cinn checkpoint (expected format {CHECKPOINT_FORMAT})")
+    problems = header_problems(payload)
+    if problems:
+        more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+        raise CheckpointError(f"checkpoint {path} is malformed: {'; '.join(problems[:4])}{more}; it was not "
+                              "written by cinn as it is (damaged or edited): use another checkpoint")
     return upgraded(payload)
 
 
@@ -172,6 +203,34 @@ def require_checkpoint_file(path: Path) -> None:
                               "directory")
 
 
+def require_available(device: str | torch.device) -> None:
+    """A CUDA device this machine does not have is a :class:`~cinn.config.ConfigError` that says so (torch's own
+    error would read as a damaged file)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= (device.index or 0):
+            has = f"it has {count} CUDA device(s)" if count else "torch sees no CUDA device on it"
+            raise ConfigError(f"device {str(device)!r} is not available on this machine ({has}); load the "
+                              "checkpoint with device='cpu'")
+
+
+def require_intact(path: Path) -> None:
+    """A checkpoint is a zip archive whose every entry carries the CRC-32 of its bytes; one that does not match
+    them any more is a :class:`CheckpointError` naming the file (torch itself does not check them, so flipped
+    bytes in the weights would load as other weights). Files that are not zip archives are left to
+    ``torch.load`` to refuse."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+        return
+    if damaged is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: its entry {shown(damaged)} no longer matches the "
+                              "checksum written with it (changed on disk or in a copy); restore it from a good "
+                              "copy or retrain")
+
+
 def unreadable(path: Path, error: Exception) -> CheckpointError:
     """The error for a file ``torch.load`` cannot read, with the reason in one line and without torch's advice
     to load it with ``weights_only=False`` (which could run code)."""
@@ -197,8 +256,10 @@ def require_task(found: Any, task: str, path: str | Path) -> None:
         raise CheckpointError(f"checkpoint {path} does not record its task, so it is not a checkpoint of the "
                               f"'{task}' task; pass a checkpoint written by python -m tasks.{task} train")
     if found != task:
-        raise CheckpointError(f"{path} is a checkpoint of the {found!r} task, not '{task}'; open it with "
-                              f"python -m tasks.{found} or pass a checkpoint of '{task}'")
+        known = isinstance(found, str) and TASK_NAME.fullmatch(found)
+        opener = f"open it with python -m tasks.{found} or " if known else ""
+        raise CheckpointError(f"{path} is a checkpoint of the {shown(found)} task, not '{task}'; {opener}pass a "
+                              f"checkpoint of '{task}'")
 
 
 def trained_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -251,7 +312,25 @@ def rebuild_model(state: dict[str, Any], path: str | Path, device: str | torch.d
         raise CheckpointError(f"{path} describes a model that cannot be rebuilt ({type(error).__name__}: "
                               f"{reason}); it was written by cinn {state.get('cinn_version', '?')}") from None
     require_finite_weights(model, path)
+    require_fitting_conventions(model, state.get("conventions", {}), path)
     return model.to(device).eval()
+
+
+def require_fitting_conventions(model: nn.Module, conventions: dict[str, Any], path: str | Path) -> None:
+    """Data conventions that disagree with the rebuilt model (another image shape, another number of classes) are
+    a :class:`CheckpointError`: commands would otherwise feed the model the wrong data, or sample only some of
+    its classes."""
+    shape, classes = getattr(model, "input_shape", None), getattr(model, "condition_shapes", None)
+    problems = []
+    if "image_shape" in conventions and shape is not None and tuple(conventions["image_shape"]) != tuple(shape):
+        problems.append(f"image_shape {shown(conventions['image_shape'])} (the model takes {list(shape)})")
+    if conventions.get("n_classes") and classes is not None:
+        labels = [condition[0] for condition in classes if len(condition) == 1]
+        if labels and labels != [conventions["n_classes"]]:
+            problems.append(f"n_classes {conventions['n_classes']} (the model has {labels[0]} classes)")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is malformed: its conventions give {' and '.join(problems)}; it "
+                              "was not written by cinn as it is (damaged or edited): use another checkpoint")
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:

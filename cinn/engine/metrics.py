@@ -145,3 +145,11 @@ class MetricsWriter:
         if self.enabled:
             self.file.close()
             self.tensorboard.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the files, also when training failed (so TensorBoard's writer thread ends before anything else
+        happens to the run directory)."""
+        self.close()

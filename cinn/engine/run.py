@@ -137,8 +137,9 @@ train.batch_size or more data
 class RunDirectory:
     """The run directory of one training process, a unit: it is locked while the process trains in it
     (``fcntl.flock``, released when the process ends, however it ends), a run it already holds is continued
-    (``resume``) or replaced (``overwrite``) but never silently, and the run's own files (``config.yaml``, and
-    the trainer's ``metrics.csv``) are written only once the run has started.
+    (``resume``) or replaced (``overwrite``) but never silently, the run's own files (``config.yaml``, and
+    the trainer's ``metrics.csv``) are written only once the run has started, and a run that fails before its
+    first checkpoint (a full disk, say) takes them away again: no half run is left to be resumed.
 
     Use it as a context manager around the whole of a training; only the main process (``is_main``) touches
     the folder.
@@ -155,6 +156,7 @@ class RunDirectory:
         self.path = Path(config.run_dir)
         self.resume, self.overwrite, self.is_main = resume, overwrite, is_main
         self._lock: IO[str] | None = None
+        self._started = False
 
     def __enter__(self) -> RunDirectory:
         """Refuse an existing run without ``resume``/``overwrite`` and lock an existing folder, before anything
@@ -164,7 +166,9 @@ class RunDirectory:
             self._acquire_lock()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, error_type: type[BaseException] | None, *exc_info: object) -> None:
+        if error_type is not None and self._started and not (self.path / CHECKPOINT_NAME).exists():
+            self._remove_old_run()  # a run that failed before its first checkpoint leaves nothing to resume
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None
@@ -187,6 +191,7 @@ class RunDirectory:
         (``overwrite``) and write the resolved ``config.yaml``."""
         if not self.is_main:
             return
+        self._started = True
         try:
             if self.overwrite:
                 self._remove_old_run()
@@ -208,21 +213,10 @@ class RunDirectory:
         if self._lock is not None:
             return
         try:
-            lock = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 (held until __exit__)
+            self._lock = lock_folder(self.path / LOCK_NAME, f"run directory {self.path}", "train",
+                                     "choose another --run_dir")
         except OSError as error:
             raise self._unwritable(error) from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"
-            lock.close()
-            raise ConfigError(f"run directory {self.path} is in use by another train process (pid {holder}); "
-                              "wait for it to end or choose another --run_dir") from None
-        lock.truncate(0)
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        self._lock = lock
 
     def _remove_old_run(self) -> None:
         for name in RUN_OUTPUTS:
@@ -235,6 +229,34 @@ class RunDirectory:
     def _unwritable(self, error: OSError) -> ConfigError:
         return ConfigError(f"run directory {self.path} cannot be written ({error.strerror or error}); choose "
                            "another --run_dir")
+
+
+def lock_folder(lock_file: Path, what: str, command: str, otherwise: str) -> IO[str]:
+    """Take the lock ``lock_file`` (``fcntl.flock``, released when the returned file is closed or the process ends,
+    however it ends) and write this process's id into it; when another process holds it, a one-line
+    :class:`ConfigError`: ``what`` is in use by another ``command`` process (its pid), wait or ``otherwise``.
+
+    Example:
+        >>> import tempfile
+        >>> lock = lock_folder(Path(tempfile.mkdtemp()) / ".lock", "out", "colorize", "choose another --out")
+        >>> lock_folder(Path(lock.name), "out", "colorize", "choose another --out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        cinn.config.ConfigError: out is in use by another colorize process (pid ...); wait for it to end or ...
+        >>> lock.close()
+    """
+    lock = open(lock_file, "a+")  # noqa: SIM115 (held until the caller closes it)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()[:20] or "?"
+        lock.close()
+        raise ConfigError(f"{what} is in use by another {command} process (pid {holder}); wait for it to end or "
+                          f"{otherwise}") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 class RunStart(Hook):

@@ -188,7 +188,7 @@ class Trainer:
         window, metrics = MetricsWindow(), MetricsWriter(self.run_dir, self.step, enabled=self.is_main)
         row: dict[str, float] = {}
         pending: dict[str, float] = {}  # evaluations and hook values waiting for the next row
-        with self._stop_on_signals(), self._progress_line() as progress:
+        with metrics, self._stop_on_signals(), self._progress_line() as progress:
             for images, labels in self._loader():
                 result = self.train_step(train_model, autocast, images, labels)
                 window.add(result)
@@ -213,7 +213,6 @@ class Trainer:
                     break
         for hook in self.hooks:
             hook.on_end(self)
-        metrics.close()
         self.finish()
         return row
 
@@ -356,6 +355,10 @@ class Trainer:
         except OSError as error:
             message = (f"could not write {self.checkpoint_path} at step {self.step} ({error.strerror or error}); "
                        "the previous checkpoint is intact")
+            if final and not self.checkpoint_path.exists():
+                raise CheckpointError(f"could not write {self.checkpoint_path} at step {self.step} "
+                                      f"({error.strerror or error}), nor any checkpoint before it; free space, "
+                                      "then train again") from None
             if final:
                 raise CheckpointError(f"{message}; free space, then train --resume from it") from None
             self._say(f"warning: {message}; training goes on and tries again at the next checkpoint")

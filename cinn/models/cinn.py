@@ -21,6 +21,7 @@ from cinn.blocks import (
     fc_subnet,
     subnet_constructor,
 )
+from cinn.models.arguments import require_sizes
 from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot, default_condition_channels
 from cinn.models.flow import Flow, settle_layout
 from cinn.models.glow import check_multiscale_shape
@@ -57,6 +58,8 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
         >>> log_p = model.log_prob(ab, c=lightness)
         >>> samples = model.sample(3, c=lightness, temperature=0.8)
     """
+    require_sizes(n_levels=n_levels, hidden_channels=hidden_channels)
+    require_sizes(0, blocks_per_level=blocks_per_level)
     check_multiscale_shape(input_shape, n_levels)
     if condition_channels is None:
         condition_channels = default_condition_channels(n_levels)
@@ -133,6 +136,8 @@ def build_cinn_fc(input_shape: Sequence[int], n_classes: int, *, n_blocks: int =
         >>> model = build_cinn_fc((1, 28, 28), 10, n_blocks=4, hidden_features=64)
         >>> digits = model.sample(10, c=torch.arange(10), temperature=0.8)   # (10, 1, 28, 28)
     """
+    require_sizes(n_classes=n_classes, hidden_features=hidden_features)
+    require_sizes(0, n_blocks=n_blocks)
     flow = Flow(input_shape, condition_shapes=[(n_classes,)], condition_net=OneHot(n_classes))
     if len(input_shape) > 1:
         flow.append(Flatten)

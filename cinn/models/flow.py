@@ -12,6 +12,7 @@ from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
 from cinn.blocks._shapes import sum_per_sample
+from cinn.models.arguments import require_batch, require_count, require_inputs, require_temperature, require_tensor
 
 Condition = Tensor | Sequence[Tensor] | None
 Backprop = Literal["standard", "inversion"]
@@ -180,13 +181,32 @@ class Flow(nn.Module):
             return []
         if c is None:
             raise ValueError("this model is conditional: pass a condition c")
+        if not isinstance(c, (list, tuple)):
+            require_tensor(c, "c")
         if self.condition_net is not None:
             c = self.condition_net(self.in_layout([c])[0] if isinstance(c, Tensor) else c)
         return self.in_layout([c] if isinstance(c, Tensor) else list(c))
 
     def transform(self, x: Tensor, c: Condition = None) -> tuple[list[Tensor], Tensor]:
-        """Forward pass: ``x ↦ (latents, log|det ∂latents/∂x|)``; log-det has shape ``(B,)``."""
-        return self.transform_with_conditions(x, self.conditions(c))
+        """Forward pass: ``x ↦ (latents, log|det ∂latents/∂x|)``; log-det has shape ``(B,)``. ``x`` is a batch
+        ``(B, *input_shape)`` of the weights' dtype (an image model takes other heights and widths too), else a
+        :class:`ValueError` or :class:`TypeError` that says what was expected."""
+        x = require_inputs(x, self.input_shape, self.dtype, any_size=self.takes_any_size)
+        conditions = self.conditions(c)
+        require_batch(conditions, x.shape[0])
+        return self.transform_with_conditions(x, conditions)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights (float32 unless the flow was converted)."""
+        reference = next(self.parameters(), None)
+        return reference.dtype if reference is not None else next(self.buffers()).dtype
+
+    @property
+    def takes_any_size(self) -> bool:
+        """Whether the flow runs on images of other heights and widths than ``input_shape`` (a fully convolutional
+        image model: no block flattens its input)."""
+        return len(self.input_shape) == 3 and not any(type(block).__name__ == "Flatten" for block in self.blocks)
 
     def transform_with_conditions(self, x: Tensor, conditions: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         """:meth:`transform` for the blocks' condition tensors (the output of :meth:`conditions`)."""
@@ -202,9 +222,16 @@ class Flow(nn.Module):
 
     def inverse(self, latents: Sequence[Tensor], c: Condition = None) -> tuple[Tensor, Tensor]:
         """Reverse pass: ``latents ↦ (x, log|det ∂x/∂latents|)`` (minus the forward log-det)."""
-        if len(latents) != len(self.latent_shapes):
-            raise ValueError(f"expected {len(self.latent_shapes)} latent tensors, got {len(latents)}")
+        if isinstance(latents, Tensor) or len(latents) != len(self.latent_shapes):
+            raise ValueError(f"expected a list of {len(self.latent_shapes)} latent tensors (one per scale, see "
+                             f"latent_shapes), got {'a tensor' if isinstance(latents, Tensor) else len(latents)}")
+        for index, (latent, shape) in enumerate(zip(latents, self.latent_shapes, strict=True)):
+            require_inputs(latent, shape, self.dtype, f"latents[{index}]", any_size=self.takes_any_size)
+        if len({latent.shape[0] for latent in latents}) > 1:
+            raise ValueError(f"the latents have batch sizes {[latent.shape[0] for latent in latents]}; give them "
+                             "one")
         conditions = self.conditions(c)
+        require_batch(conditions, latents[0].shape[0])
         latents = self.in_layout(latents)
         h = latents[-1]
         log_det = h.new_zeros(h.shape[0])
@@ -258,6 +285,7 @@ class Flow(nn.Module):
                        spatial_size: Sequence[int] | None = None) -> list[Tensor]:
         """``n`` draws of every latent from ``N(0, temperature² I)``, for inputs of ``spatial_size``
         (default: the model's own input size; see :meth:`latent_shapes_at`)."""
+        n, temperature = require_count(n), require_temperature(temperature)
         reference = next(self.parameters(), None)
         if reference is None:
             reference = next(self.buffers())

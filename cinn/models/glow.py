@@ -18,6 +18,7 @@ from cinn.blocks import (
     coupling_map,
     subnet_constructor,
 )
+from cinn.models.arguments import require_sizes
 from cinn.models.condition import OneHot
 from cinn.models.flow import Flow, settle_layout
 
@@ -66,6 +67,8 @@ def build_glow(input_shape: Sequence[int] = (3, 32, 32), *, n_levels: int = 3, s
         >>> glow = build_glow((1, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=16)
         >>> log_p = glow.log_prob(torch.rand(4, 1, 8, 8))
     """
+    require_sizes(n_levels=n_levels, hidden_channels=hidden_channels)
+    require_sizes(0, steps_per_level=steps_per_level)
     check_multiscale_shape(input_shape, n_levels)
     transform, subnet_of_width = coupling_map(coupling), subnet_constructor(subnet, hidden_channels)
     permutation_blocks = {

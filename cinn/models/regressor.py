@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cinn.models.arguments import require_count, require_inputs, require_sizes, require_temperature
 from cinn.models.cinn import condition_scale_steps
 from cinn.models.condition import ImageConditionPyramid, default_condition_channels
 from cinn.models.flow import Condition, standard_normal_log_prob
@@ -72,6 +73,7 @@ class GaussianRegressor(nn.Module):
 
     def log_prob(self, x: Tensor, c: Condition = None) -> Tensor:
         """``log N(x; x̂(c), σ² I)`` in nats, shape ``(B,)``."""
+        x = require_inputs(x, self.input_shape, self.log_scale.dtype, any_size=True)
         residual = (x - self.predict(c)) * torch.exp(-self.log_scale)
         return standard_normal_log_prob(residual) - self.log_scale * math.prod(x.shape[1:])
 
@@ -82,6 +84,7 @@ class GaussianRegressor(nn.Module):
     def sample(self, n: int, c: Condition = None, temperature: float = 1.0,
                generator: torch.Generator | None = None, spatial_size: Sequence[int] | None = None) -> Tensor:
         """The prediction ``x̂(c)`` (``c`` has batch size ``n``); temperature and generator do not apply."""
+        require_count(n), require_temperature(temperature)
         return self.predict(c)
 
 
@@ -96,6 +99,7 @@ def build_regressor(input_shape: Sequence[int], condition_shape: Sequence[int], 
         >>> model.predict(torch.randn(1, 1, 64, 96)).shape
         torch.Size([1, 2, 64, 96])
     """
+    require_sizes(n_levels=n_levels)
     if condition_channels is None:
         condition_channels = default_condition_channels(n_levels)
     condition_net = ImageConditionPyramid(condition_shape[0], condition_channels,
