@@ -285,3 +285,10 @@ def test_the_checked_api_still_computes_what_it_did():
     LABELLED.log_prob(X, torch.tensor([0, 2]))  # data-dependent initialisation of its ActNorm
     assert LABELLED.sample(3, torch.tensor([0, 1, 2])).shape == (3, 1, 8, 8)
     assert COLORIZER.colorize(PHOTO, 2).shape == (2, 3, 20, 30)
+
+
+def test_every_api_case_is_in_the_troubleshooting_table():
+    page = (ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
+    table = page[page.index("## The Python API"):]
+    for name, _, error, message in API_CASES:
+        assert f"| {name} | {error.__name__} | … {message} … |" in table, name
