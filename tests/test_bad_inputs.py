@@ -701,7 +701,8 @@ def test_bad_input_gives_one_clear_line_and_an_exit_code(case, trained, tmp_path
 
 IN_SUBPROCESSES = ["infinite weight decay", "more couplings than the limit", "truncated MNIST file",
                    "NaN sampling temperature", "more interpolation pairs than test images",
-                   "classifier cache path holds a text file", "checkpoint with flipped bytes in its weights"]
+                   "classifier cache path holds a text file", "checkpoint with flipped bytes in its weights",
+                   "output folder in use by another colorize"]
 """One case of each kind (a config value, a bound, damaged data, an option, an option against the data, a file
 that must not be overwritten), also run as ``python -m tasks.X`` in a process of its own: the exit code and
 the one line on stderr are what the process boundary shows."""

@@ -33,9 +33,10 @@ def require_tensor(value: Any, name: str) -> Tensor:
     raise TypeError(f"{name} must be a torch.Tensor, got a {kind}{hint}")
 
 
-def require_inputs(x: Any, input_shape: Sequence[int], dtype: torch.dtype, name: str = "x", *,
+def require_inputs(x: Any, input_shape: Sequence[int], dtype: torch.dtype | None, name: str = "x", *,
                    any_size: bool = False) -> Tensor:
-    """A batch of model inputs: a floating tensor of the model's ``dtype`` and shape ``(B, *input_shape)``;
+    """A batch of model inputs: a floating tensor of the model's ``dtype`` (any, for None) and shape
+    ``(B, *input_shape)``;
     with ``any_size`` (a fully convolutional image model, ``(C, H, W)``) also of other heights and widths.
 
     Example:

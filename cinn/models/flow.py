@@ -197,10 +197,12 @@ class Flow(nn.Module):
         return self.transform_with_conditions(x, conditions)
 
     @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the weights (float32 unless the flow was converted)."""
+    def dtype(self) -> torch.dtype | None:
+        """The dtype of the weights (float32 unless the flow was converted); None for a flow without any."""
         reference = next(self.parameters(), None)
-        return reference.dtype if reference is not None else next(self.buffers()).dtype
+        if reference is None:
+            reference = next(self.buffers(), None)
+        return None if reference is None else reference.dtype
 
     @property
     def takes_any_size(self) -> bool:
