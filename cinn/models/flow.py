@@ -191,7 +191,7 @@ class Flow(nn.Module):
         """Forward pass: ``x ↦ (latents, log|det ∂latents/∂x|)``; log-det has shape ``(B,)``. ``x`` is a batch
         ``(B, *input_shape)`` of the weights' dtype (an image model takes other heights and widths too), else a
         :class:`ValueError` or :class:`TypeError` that says what was expected."""
-        x = require_inputs(x, self.input_shape, self.dtype, any_size=self.takes_any_size)
+        x = require_inputs(x, self.input_shape, self.dtype, any_size=self._other_size(x, self.input_shape))
         conditions = self.conditions(c)
         require_batch(conditions, x.shape[0])
         return self.transform_with_conditions(x, conditions)
@@ -203,6 +203,11 @@ class Flow(nn.Module):
         if reference is None:
             reference = next(self.buffers(), None)
         return None if reference is None else reference.dtype
+
+    def _other_size(self, tensor: Tensor, shape: Sequence[int]) -> bool:
+        """Whether ``tensor`` is a batch of another size than ``shape`` that this flow takes (the walk over the
+        blocks runs only then, not on every call)."""
+        return isinstance(tensor, Tensor) and tuple(tensor.shape[1:]) != tuple(shape) and self.takes_any_size
 
     @property
     def takes_any_size(self) -> bool:
@@ -227,8 +232,9 @@ class Flow(nn.Module):
         if isinstance(latents, Tensor) or len(latents) != len(self.latent_shapes):
             raise ValueError(f"expected a list of {len(self.latent_shapes)} latent tensors (one per scale, see "
                              f"latent_shapes), got {'a tensor' if isinstance(latents, Tensor) else len(latents)}")
+        dtype = self.dtype
         for index, (latent, shape) in enumerate(zip(latents, self.latent_shapes, strict=True)):
-            require_inputs(latent, shape, self.dtype, f"latents[{index}]", any_size=self.takes_any_size)
+            require_inputs(latent, shape, dtype, f"latents[{index}]", any_size=self._other_size(latent, shape))
         if len({latent.shape[0] for latent in latents}) > 1:
             raise ValueError(f"the latents have batch sizes {[latent.shape[0] for latent in latents]}; give them "
                              "one")
