@@ -29,6 +29,7 @@ from cinn.config import (
 from cinn.engine.checkpoint import (
     CHECKPOINT_NAME,
     TRAINING_ENTRIES,
+    CheckpointError,
     load_checkpoint,
     remove_interrupted_writes,
     require_entries,
@@ -138,8 +139,8 @@ class RunDirectory:
     """The run directory of one training process, a unit: it is locked while the process trains in it
     (``fcntl.flock``, released when the process ends, however it ends), a run it already holds is continued
     (``resume``) or replaced (``overwrite``) but never silently, the run's own files (``config.yaml``, and
-    the trainer's ``metrics.csv``) are written only once the run has started, and a run that fails before its
-    first checkpoint (a full disk, say) takes them away again: no half run is left to be resumed.
+    the trainer's ``metrics.csv``) are written only once the run has started, and a run whose writes fail
+    before its first checkpoint (a full disk, say) takes them away again: no half run is left to be resumed.
 
     Use it as a context manager around the whole of a training; only the main process (``is_main``) touches
     the folder.
@@ -167,8 +168,9 @@ class RunDirectory:
         return self
 
     def __exit__(self, error_type: type[BaseException] | None, *exc_info: object) -> None:
-        if error_type is not None and self._started and not (self.path / CHECKPOINT_NAME).exists():
-            self._remove_old_run()  # a run that failed before its first checkpoint leaves nothing to resume
+        failed_to_write = error_type is not None and issubclass(error_type, (OSError, CheckpointError))
+        if failed_to_write and self._started and not (self.path / CHECKPOINT_NAME).exists():
+            self._remove_old_run()  # storage refused the run before its first checkpoint: nothing to resume
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None
