@@ -4,26 +4,23 @@ skips what is done, and its one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from benchmark_scripts import BENCHMARKS, load_script, one_line_error
+from benchmark_scripts import load_script, one_line_error
 from mnist_fixture import write_mnist_fixture
+from paused_train import one_thread
 
 from cinn.cli import run_command
 from cinn.engine import load_checkpoint
 from cinn.experiment import Experiment
-
-SCRIPT = BENCHMARKS / "glow_permutations.py"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
+from tasks import glow
 
 permutations = load_script("glow_permutations")
 
@@ -52,17 +49,21 @@ class TinyExperiment:
 def experiment(data_root, tmp_path_factory) -> TinyExperiment:
     # the straight run first: it times the memory layout, and the experiment's run of the same model reads it from
     # the cache (parallel runs of two models may overwrite each other's cache entries, and then time again)
+    # (in this process on one thread, as the experiment's runs train in processes of their own)
     run = permutations.Variant("lu", "affine", 0).run([2])
     straight = Experiment("glow", permutations.SETTINGS["tiny"].config, tmp_path_factory.mktemp("straight"),
                           device="cpu", data_root=str(data_root))
-    result = subprocess.run(straight.train_command(run, 2, resume=False), capture_output=True, text=True,
-                            timeout=120, env=ENV)
-    assert result.returncode == 0, result.stderr
-    out = tmp_path_factory.mktemp("experiment")
-    result = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(data_root, out)], capture_output=True,
-                            text=True, timeout=300, env=ENV)
-    assert result.returncode == 0, result.stderr
-    return TinyExperiment(out, result.stdout, straight.run_dir(run) / "checkpoint.pt")
+    with one_thread():
+        assert glow.main(straight.train_command(run, 2, resume=False)[3:]) == 0
+    out, printed = tmp_path_factory.mktemp("experiment"), io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exit_info:
+            run_command(permutations.main, tiny_args(data_root, out))  # the script sets one thread
+    finally:
+        torch.set_num_threads(threads)
+    assert exit_info.value.code == 0, printed.getvalue()
+    return TinyExperiment(out, printed.getvalue(), straight.run_dir(run) / "checkpoint.pt")
 
 
 @pytest.fixture
