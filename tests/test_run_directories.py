@@ -121,13 +121,13 @@ def test_a_second_train_in_a_directory_in_use_fails_at_once_and_the_first_run_is
 
 def test_the_lock_of_a_killed_process_is_released(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from types import SimpleNamespace; from cinn.engine.run "
+        [sys.executable, "-c", "import sys; from types import SimpleNamespace; from cinn.engine.run "
          "import RunDirectory; RunDirectory(SimpleNamespace(run_dir=sys.argv[1]), False, False).create(); "
-         "print('locked', flush=True); time.sleep(600)", str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+         "print('locked', flush=True); sys.stdin.read()", str(tmp_path)],  # holds the lock until killed
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     holder.kill()  # SIGKILL: no clean-up runs
-    holder.wait(timeout=30)
+    holder.communicate(timeout=30)
     with RunDirectory(SimpleNamespace(run_dir=str(tmp_path)), False, False) as run_directory:
         assert run_directory.create() == tmp_path
     assert (tmp_path / LOCK_NAME).exists()
