@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cinn.config import ConfigError, shown
+from cinn.config import shown
+from cinn.engine.distributed import require_available
 from cinn.engine.header import header_problems
 from cinn.models.registry import build_from_spec
 from cinn.version import __version__
@@ -110,7 +111,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     :class:`~cinn.config.ConfigError`. ``~`` stands for the home folder."""
     path = Path(path).expanduser()
     require_checkpoint_file(path)
-    require_available(map_location)
+    device = torch.device(map_location)
+    require_available(device, f"device {str(device)!r}", "load the checkpoint with device='cpu'")
     require_intact(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -177,10 +179,12 @@ def upgraded(state: dict[str, Any]) -> dict[str, Any]:
 def _coupling_as_map_spec(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` (a builder's arguments or a config's model section) with format 2's coupling entries as one map
     spec; unchanged when it has none."""
-    old = values.get("coupling", "affine_soft_clamp")
-    if not ({"clamp", "min_scale"} & values.keys() or isinstance(values.get("coupling"), str)) or (
-            not isinstance(old, str) or old not in OLD_MAP_NAMES):
-        return values
+    coupling = values.get("coupling")
+    if not ({"clamp", "min_scale"} & values.keys() or isinstance(coupling, str)):
+        return values  # format 3 already, or a builder without couplings
+    old = "affine_soft_clamp" if coupling is None else coupling
+    if not isinstance(old, str) or old not in OLD_MAP_NAMES:
+        return values  # not as format 2 wrote it: the checks that follow refuse it
     values = dict(values)
     options = {"clamp": values.pop("clamp", None), "min_scale": values.pop("min_scale", None)}
     name = OLD_MAP_NAMES[old]
@@ -201,18 +205,6 @@ def require_checkpoint_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a regular file; pass the checkpoint.pt of a run "
                               "directory")
-
-
-def require_available(device: str | torch.device) -> None:
-    """A CUDA device this machine does not have is a :class:`~cinn.config.ConfigError` that says so (torch's own
-    error would read as a damaged file)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count <= (device.index or 0):
-            has = f"it has {count} CUDA device(s)" if count else "torch sees no CUDA device on it"
-            raise ConfigError(f"device {str(device)!r} is not available on this machine ({has}); load the "
-                              "checkpoint with device='cpu'")
 
 
 def require_intact(path: Path) -> None:

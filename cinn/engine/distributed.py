@@ -52,12 +52,18 @@ def resolve_device(name: str, setting: str = "--device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
+    require_available(device, f"{setting} {name!r}", "use cpu or auto")
+    return device
+
+
+def require_available(device: torch.device, what: str, otherwise: str) -> None:
+    """A CUDA ``device`` this machine does not have is a :class:`ConfigError`: ``what`` is not available on this
+    machine (how many it has), ``otherwise``."""
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count <= (device.index or 0):
             has = f"it has {count} CUDA device(s)" if count else "torch sees no CUDA device on it"
-            raise ConfigError(f"{setting} {name!r} is not available on this machine ({has}); use cpu or auto")
-    return device
+            raise ConfigError(f"{what} is not available on this machine ({has}); {otherwise}")
 
 
 def init_process_group(device_name: str = "auto") -> ProcessGroup:

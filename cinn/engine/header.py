@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from cinn.config import shown
+from cinn.models.registry import IMAGE_SHAPE, MAX_IMAGE_SIZE, is_image_shape
 
 Check = Callable[[Any], str | None]
 """A check of one value: None when it is fine, else what it should be."""
@@ -40,9 +41,7 @@ def _kind(kind: type | tuple[type, ...], what: str, optional: bool = False) -> C
 
 
 def _image_shape(value: Any) -> str | None:
-    fine = (isinstance(value, list) and 1 <= len(value) <= 3
-            and all(isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= 4096 for side in value))
-    return None if fine else "a list of 1 to 3 sizes from 1 to 4096"
+    return None if is_image_shape(value) else f"a list of {IMAGE_SHAPE}"
 
 
 def _tensors(optional: bool) -> Check:
@@ -95,9 +94,9 @@ CONVENTIONS: dict[str, Check] = {
     "n_bits": _integer(1, 8),
     "n_classes": _integer(0, 100_000),
     "image_shape": _image_shape,
-    "shorter_side": _integer(1, 4096),
+    "shorter_side": _integer(1, MAX_IMAGE_SIZE),
     "ab_downsample": _integer(1, 64),
-    "size_multiple": _integer(1, 4096),
+    "size_multiple": _integer(1, MAX_IMAGE_SIZE),
     "dataset": _kind(str, "a dataset's name or folder"),
     "lab": _kind(Mapping, "a mapping of the Lab normalisation"),
 }

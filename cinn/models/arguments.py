@@ -36,8 +36,8 @@ def require_tensor(value: Any, name: str) -> Tensor:
 def require_inputs(x: Any, input_shape: Sequence[int], dtype: torch.dtype | None, name: str = "x", *,
                    any_size: bool = False) -> Tensor:
     """A batch of model inputs: a floating tensor of the model's ``dtype`` (any, for None) and shape
-    ``(B, *input_shape)``;
-    with ``any_size`` (a fully convolutional image model, ``(C, H, W)``) also of other heights and widths.
+    ``(B, *input_shape)``; with ``any_size`` (a fully convolutional image model, ``(C, H, W)``) also of other
+    heights and widths.
 
     Example:
         >>> require_inputs(torch.zeros(1, 28, 28), (1, 28, 28), torch.float32)

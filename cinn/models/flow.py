@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from FrEIA.modules import InvertibleModule
+from FrEIA.modules import Flatten, InvertibleModule
 from torch import Tensor, nn
 
 from cinn.blocks._shapes import sum_per_sample
@@ -213,7 +213,7 @@ class Flow(nn.Module):
     def takes_any_size(self) -> bool:
         """Whether the flow runs on images of other heights and widths than ``input_shape`` (a fully convolutional
         image model: no block flattens its input)."""
-        return len(self.input_shape) == 3 and not any(type(block).__name__ == "Flatten" for block in self.blocks)
+        return len(self.input_shape) == 3 and not any(isinstance(block, Flatten) for block in self.blocks)
 
     def transform_with_conditions(self, x: Tensor, conditions: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         """:meth:`transform` for the blocks' condition tensors (the output of :meth:`conditions`)."""

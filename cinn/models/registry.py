@@ -114,11 +114,25 @@ def size_problem(arguments: Any) -> str | None:
         return f"a width or class count is above {MAX_WIDTH} (or not an integer): {shown(widths)}"
     for key in _SHAPES:
         shape = arguments.get(key)
-        if shape is not None and not (isinstance(shape, list) and 1 <= len(shape) <= 3 and all(
-                isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_IMAGE_SIZE
-                for side in shape)):
-            return f"{key} must be 1 to 3 sizes from 1 to {MAX_IMAGE_SIZE}, not {shown(shape)}"
+        if shape is not None and not is_image_shape(shape):
+            return f"{key} must be {IMAGE_SHAPE}, not {shown(shape)}"
     return None
+
+
+IMAGE_SHAPE = f"1 to 3 sizes from 1 to {MAX_IMAGE_SIZE}"
+"""What :func:`is_image_shape` accepts, in words."""
+
+
+def is_image_shape(value: Any) -> bool:
+    """Whether ``value`` is a model's input or condition shape as plain data: a list of 1 to 3 integer sizes from
+    1 to :data:`MAX_IMAGE_SIZE`.
+
+    Example:
+        >>> is_image_shape([1, 28, 28]), is_image_shape([3, 10**6, 10**6]), is_image_shape((1, 28, 28))
+        (True, False, False)
+    """
+    return isinstance(value, list) and 1 <= len(value) <= 3 and all(
+        isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_IMAGE_SIZE for side in value)
 
 
 def _count(value: Any, depth: int) -> int:
