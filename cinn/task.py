@@ -1,5 +1,6 @@
-"""The task kernel: the commands every task has — ``train``, ``eval``, ``check``, ``sample``, ``bench``,
-``upgrade``, ``export`` — with their arguments, resume rules, device and seed handling, written once.
+"""The task kernel: the commands every task has — ``train``, ``eval``, ``check``, ``sample``, ``serve`` (a page in
+the browser), ``bench``, ``upgrade``, ``export`` — with their arguments, resume rules, device and seed handling,
+written once.
 
 A task is a subclass of :class:`Task` that declares what is its own: its config class, its data, its
 model spec, its objective, what its figures show, and any extra commands. ``python -m tasks.X`` is then
@@ -49,7 +50,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from cinn import cli
+from cinn import cli, web
 from cinn.bench import benchmark_training
 from cinn.blocks import coupling_map, subnet_constructor
 from cinn.check import check_trained
@@ -83,6 +84,7 @@ from cinn.engine.train_config import MAX_SEED
 from cinn.models import Flow
 from cinn.models.registry import MAX_BLOCKS, MAX_IMAGE_SIZE, build_from_spec
 from cinn.viz import save_grid
+from cinn.web import PageContext, Workspace, open_gradio
 
 C = TypeVar("C")
 
@@ -262,6 +264,16 @@ class Task(ABC, Generic[C]):
         """``(images, images per grid row)`` for the ``sample`` command, or None if the task has none."""
         return None
 
+    def page(self, run: TrainedRun[C], context: PageContext) -> Any:
+        """The task's page in the browser for ``serve``: a ``gradio.Blocks`` built with ``context.gradio`` and the
+        helpers of :mod:`cinn.web`; a task that does not override this has no ``serve``."""
+        return None
+
+    def training_data(self, config: C) -> str:
+        """What the model of ``config`` was trained on, in a few words (the pages say it)."""
+        data = getattr(config, "data", None)
+        return str(getattr(data, "dataset", "its task's data"))
+
     def describe_bits_per_dim(self, result: BitsPerDim, config: C, where: str) -> str:
         """The line ``eval`` prints for the held-out bits/dim."""
         return f"test bits/dim: {result.summary()}; {where}, uniform dequantisation"
@@ -407,6 +419,21 @@ class Task(ABC, Generic[C]):
             path = out if single_file else out / f"temperature_{temperature:.2f}.png"
             print(f"T={temperature}: {save_grid(images, path, nrow=nrow)}")
 
+    def serve(self, args: argparse.Namespace) -> None:
+        with Workspace() as workspace:
+            gradio = open_gradio(workspace)
+            run = self.open(args.checkpoint, resolve_device(args.device))
+            context = PageContext(gradio, workspace, args.checkpoint, self.about(run, args.checkpoint), args.seed)
+            web.serve(self.page(run, context), args.host, args.port, f"the {self.name} page of {args.checkpoint}")
+
+    def about(self, run: TrainedRun[C], checkpoint: Path) -> str:
+        """One line on what ``checkpoint`` holds: which model, how far trained, on what."""
+        shipped = " (the pretrained model shipped with cinn)" if checkpoint == self.pretrained else ""
+        parameters = sum(parameter.numel() for parameter in run.model.parameters())
+        builder = run.state["model_spec"]["builder"]
+        return (f"{checkpoint}{shipped}: {builder}, {parameters:,} parameters, step {run.state['step']}, "
+                f"trained on {self.training_data(run.config)}")
+
     def bench(self, args: argparse.Namespace, overrides: Sequence[str]) -> None:
         config = load_config(self.config_class, args.config, overrides)
         device = resolve_device(config.train.device, "train.device")
@@ -494,6 +521,15 @@ class Task(ABC, Generic[C]):
             sample.add_argument("--out", type=Path, help="output folder or .png file (default: samples/ of the "
                                                          "run)")
             opening.append(sample)
+        if type(self).page is not Task.page:
+            serve = commands.add_parser("serve", help="a page in the browser to try the trained model (needs the "
+                                                      "demo extra: pip install -e \".[demo]\")")
+            serve.add_argument("--host", default="127.0.0.1",
+                               help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                                    "network it is on)")
+            serve.add_argument("--port", type=cli.int_in_range(0, 65535), default=7860,
+                               help="port to listen on (0: any free one; the address is printed)")
+            opening.append(serve)
         for extra in self.commands():
             command = commands.add_parser(extra.name, help=extra.help)
             extra.add_arguments(command)
@@ -523,8 +559,8 @@ class Task(ABC, Generic[C]):
         parser = self.parser()
         args, overrides = parser.parse_known_args(argv)
         with_overrides = {"train": self.train, "bench": self.bench}
-        plain = {"eval": self.evaluate, "check": self.check, "sample": self.sample, "upgrade": self.upgrade,
-                 "export": self.export,
+        plain = {"eval": self.evaluate, "check": self.check, "sample": self.sample, "serve": self.serve,
+                 "upgrade": self.upgrade, "export": self.export,
                  **{extra.name: extra.run for extra in self.commands()}}
         if args.command in with_overrides:
             with_overrides[args.command](args, overrides)

@@ -75,10 +75,13 @@ from cinn.data.images import MAX_ASPECT_RATIO, MAX_PIXELS
 from cinn.engine import TrainConfig, resolve_device
 from cinn.task import MAX_IMAGE_SIZE, CinnModelConfig, Command, Task, TrainedRun, first_items
 from cinn.viz import save_grid, save_image_table, writing
+from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_seed, uploaded_image
 
 TABLE_PHOTOS, TABLE_SAMPLES = 4, 6  # held-out photos and colourings shown in the figures of a run
 CONTACT_HEIGHT = 256  # pixels of each picture on a contact sheet
 SAMPLES_LIMIT = f"1 to {MAX_SAMPLES}, drawn in one batch, so memory grows with their number"
+PAGE_SAMPLES = 16  # the most colourings the page draws at once
+PAGE_EXAMPLES = ("astronaut", "chelsea", "coffee", "motorcycle", "rocket")  # scikit-image photos on the page
 
 
 @dataclass
@@ -300,6 +303,61 @@ class ColorizeTask(Task[ColorizeConfig]):
         print(f"  colourfulness (Hasler & Süsstrunk): samples {rmse_summary(metrics.sample_colourfulness)}, "
               f"true photos {rmse_summary(metrics.true_colourfulness)}")
 
+    def training_data(self, config) -> str:
+        return config.data.path or "scikit-image's bundled photos"
+
+    def page(self, run: TrainedRun[ColorizeConfig], context: PageContext) -> Any:
+        """Upload a photo (or pick a bundled one), choose colourings, temperature and seed: the grey input and the
+        colourings at the photo's full resolution (PNG, each downloadable from the gallery)."""
+        gr, colorizer = context.gradio, colorizer_for(run.model, run.conventions, run.device)
+        examples = context.workspace.request_folder()
+        for name in PAGE_EXAMPLES:
+            skimage_photo(name).convert("L").save(examples / f"{name}.png")
+
+        def colourise(upload: str | None, samples: float, temperature: float, seed: float) -> tuple[Any, ...]:
+            name, photo = Path(upload or "").name, uploaded_image(upload)
+            start = time.perf_counter()
+            try:
+                colourings = colorizer.colorize(TF.pil_to_tensor(photo), int(samples), float(temperature),
+                                                page_seed(seed))
+            except ValueError as error:
+                raise PageError(f"{name}: {error}") from None
+            seconds = time.perf_counter() - start
+            folder, stem = context.workspace.request_folder(), Path(name).stem
+            grey = folder / f"{stem}_grey.png"
+            photo.convert("L").save(grey, compress_level=1)
+            files = [folder / f"{stem}_colouring{index}.png" for index in range(1, len(colourings) + 1)]
+            for file, colouring in zip(files, colourings, strict=True):
+                Image.fromarray(colouring.permute(1, 2, 0).numpy()).save(file, compress_level=1)
+            return (str(grey), [(str(file), f"colouring {k}") for k, file in enumerate(files, 1)],
+                    f"{len(files)} colourings of {name} ({photo.width}x{photo.height}) at T={temperature:g}, seed "
+                    f"{page_seed(seed)}, in {seconds:.2f} s of model time")
+
+        with gr.Blocks(title="cinn: colourise a photo", delete_cache=(CACHE_SECONDS, CACHE_SECONDS),
+                       analytics_enabled=False) as page:
+            gr.Markdown(f"## Colourise a photo\nModel: {context.about}. A grey photo gets colours; a colour "
+                        "photo is made grey first. Each colouring keeps the photo's own lightness at its full "
+                        "resolution.")
+            with gr.Row():
+                with gr.Column():
+                    upload = gr.File(label="photo (PNG, JPEG, ...)", file_types=["image"], elem_id="photo")
+                    gr.Examples([[str(examples / f"{name}.png")] for name in PAGE_EXAMPLES], inputs=upload,
+                                label="or one of scikit-image's photos, in grey")
+                    samples = gr.Slider(1, PAGE_SAMPLES, value=8, step=1, label="colourings", elem_id="samples")
+                    temperature = gr.Slider(0, 1.5, value=0.8, step=0.05, label="temperature (0: the mode)",
+                                            elem_id="temperature")
+                    seed = gr.Number(context.seed, precision=0, label="seed", elem_id="seed")
+                    button = gr.Button("Colourise", variant="primary", elem_id="colourise")
+                with gr.Column():
+                    status = gr.Markdown(elem_id="status")
+                    grey = gr.Image(label="grey input", type="filepath", format="png", interactive=False,
+                                    elem_id="grey")
+                    gallery = gr.Gallery(label="colourings (full resolution: open one, then download)",
+                                         format="png", columns=4, elem_id="colourings")
+            button.click(answered(colourise, outputs=2), [upload, samples, temperature, seed],
+                         [grey, gallery, status])
+        return page
+
     def commands(self) -> list[Command]:
         def arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--input", type=Path, required=True,
@@ -361,7 +419,10 @@ class ColorizeTask(Task[ColorizeConfig]):
             contact.parent.mkdir(parents=True, exist_ok=True)
             photo = TF.pil_to_tensor(open_image(path))
             start = time.perf_counter()
-            colourings = colorizer.colorize(photo, args.samples, args.temperature, args.seed)
+            try:
+                colourings = colorizer.colorize(photo, args.samples, args.temperature, args.seed)
+            except ValueError as error:  # a photo too small, too large or too thin to colourise
+                raise DataError(f"{path}: {error}") from None
             seconds = time.perf_counter() - start
             thumbnails = []
             for index, image in enumerate([grey_version(photo), *colourings]):

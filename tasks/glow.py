@@ -31,12 +31,13 @@ from cinn.cli import int_in_range, pillow_formats, positive_int, writable_image
 from cinn.config import ConfigError
 from cinn.data import BinaryAttributes, DataError, dataset_attributes, load_dataset
 from cinn.engine import DequantizedImages, Objective, TrainConfig, prepared_batches, resolve_device
-from cinn.latent import attribute_direction, interpolate_latents, manipulate
+from cinn.latent import AttributeDirection, attribute_direction, interpolate_latents, manipulate
 from cinn.models import build_glow
 from cinn.models.flow import Condition
 from cinn.models.registry import model_spec
-from cinn.task import MAX_BLOCKS, Command, ImageDataConfig, Task, check_coupling_and_subnet
+from cinn.task import MAX_BLOCKS, Command, ImageDataConfig, Task, TrainedRun, check_coupling_and_subnet
 from cinn.viz import save_grid
+from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_seed, square_upload
 
 
 @dataclass
@@ -87,6 +88,8 @@ def class_cycle(model: nn.Module, n_classes: int, n: int, device: torch.device) 
 
 
 MAX_SCALES = 32
+EVERY_CLASS, ALL_OTHERS = "every class in turn", "all other images"  # choices of the page's class menus
+PAGE_DIRECTION_IMAGES = 2000  # training images the page encodes for an attribute's direction
 
 
 def scale_list(text: str) -> list[float]:
@@ -106,22 +109,35 @@ def file_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def labelled(dataset: Dataset, name: str, checkpoint: Path) -> BinaryAttributes:
+def labelled(dataset: Dataset, name: str) -> BinaryAttributes:
     """The classes or attributes of a split of the run's data ``name``; none is a :class:`DataError`."""
     attributes = dataset_attributes(dataset)
     if attributes is None:
-        raise DataError(f"{checkpoint} was trained on {name}, which has no classes or attributes to take a "
+        raise DataError(f"this model was trained on {name}, which has no classes or attributes to take a "
                         "direction from; manipulate needs a run on labelled data (mnist, fashion-mnist, cifar10 "
                         "or celeba)")
     return attributes
 
 
-def groups(attributes: BinaryAttributes, args: argparse.Namespace) -> tuple[Tensor, Tensor]:
-    """The masks ``(with, without)`` of ``--attribute`` (against ``--against``); a bad name is a ConfigError."""
+def groups(attributes: BinaryAttributes, attribute: str, against: str | None) -> tuple[Tensor, Tensor]:
+    """The masks ``(with, without)`` of ``attribute`` (against ``against``); a bad name is a ConfigError."""
     try:
-        return attributes.contrast(args.attribute, args.against)
+        return attributes.contrast(attribute, against)
     except ValueError as error:
         raise ConfigError(f"--attribute/--against: {error}") from None
+
+
+@dataclass
+class Direction:
+    """An attribute's latent direction (``found``) with what it contrasts — ``name`` against ``other`` (None: all
+    other images), ``without`` in words — and the test split with the indices of its images without it."""
+
+    found: AttributeDirection
+    name: str
+    other: str | None
+    without: str
+    test_set: Dataset
+    test_pool: Tensor
 
 
 def prepared_inputs(dataset: Dataset, indices: Tensor, objective: Objective, batch_size: int, seed: int,
@@ -206,6 +222,18 @@ class GlowTask(Task[GlowConfig]):
                         "direction mean(with) − mean(without) of the training split (Glow's Figure 6)",
                         self.manipulate, manipulate_arguments)]
 
+    def interpolation(self, run: TrainedRun[GlowConfig], images: Tensor, labels: Tensor, steps: int,
+                      seed: int) -> Tensor:
+        """``steps`` images ``(steps, C, H, W)`` from ``images[0]`` to ``images[1]`` (uint8 ``(2, C, H, W)``,
+        classes ``labels``), ends included: their dequantised latents joined by a straight line on every scale,
+        decoded under the first image's condition."""
+        x, c = self.objective(run.config, train=False).prepare(images.to(run.device), labels.to(run.device),
+                                                               torch.Generator(run.device).manual_seed(seed))
+        with torch.no_grad():
+            latents = run.model.encode(x, c)
+            path = interpolate_latents([z[:1] for z in latents], [z[1:] for z in latents], steps)
+            return run.model.decode(path, None if c is None else c[:1].expand(steps))
+
     def interpolate(self, args: argparse.Namespace) -> None:
         out = writable_image(args.out or Path(args.checkpoint).parent / "interpolation.png", "--out",
                              pillow_formats())
@@ -215,35 +243,27 @@ class GlowTask(Task[GlowConfig]):
             raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} test images, and the test split has "
                               f"{len(test_set)}; ask for at most {len(test_set) // 2}")
         chosen = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(args.seed))
-        objective, rows = self.objective(run.config, train=False), []
-        with torch.no_grad():
-            for first, second in chosen[:2 * args.pairs].view(-1, 2).tolist():
-                images, labels = zip(test_set[first], test_set[second], strict=True)
-                x, c = objective.prepare(torch.stack(images).to(run.device), torch.stack(labels).to(run.device),
-                                         torch.Generator(run.device).manual_seed(args.seed))
-                latents = run.model.encode(x, c)
-                path = interpolate_latents([z[:1] for z in latents], [z[1:] for z in latents], args.steps)
-                rows.append(run.model.decode(path, None if c is None else c[:1].expand(args.steps)))
+        rows = [self.interpolation(run, *map(torch.stack, zip(test_set[first], test_set[second], strict=True)),
+                                   args.steps, args.seed)
+                for first, second in chosen[:2 * args.pairs].view(-1, 2).tolist()]
         out = save_grid(torch.cat(rows), out, nrow=args.steps)
         print(f"{args.pairs} interpolations of {args.steps} steps: {out}")
 
-    def manipulate(self, args: argparse.Namespace) -> None:
-        if args.out is not None:
-            writable_image(args.out, "--out", pillow_formats())
-        run = self.open(args.checkpoint, resolve_device(args.device))
+    def direction(self, run: TrainedRun[GlowConfig], attribute: str, against: str | None, limit: int,
+                  generator: torch.Generator, batch_size: int, data: str | None = None) -> Direction:
+        """The latent direction of ``attribute`` (against ``against``, else all other images) from at most
+        ``limit`` training images drawn with ``generator``, and the test images without it; a side with no image is
+        a :class:`ConfigError`."""
         dataset = run.config.data.dataset
-        train_set = self.train_data(run.config, args.data)
-        test_set, _ = self.eval_data(run.config, args.data)
-        attributes = labelled(train_set, dataset, args.checkpoint)
-        with_train, without_train = groups(attributes, args)
-        _, without_test = groups(labelled(test_set, dataset, args.checkpoint), args)
-        name = attributes.names[attributes.index(args.attribute)]
-        other = None if args.against is None else attributes.names[attributes.index(args.against)]
+        train_set, test_set = self.train_data(run.config, data), self.eval_data(run.config, data)[0]
+        attributes = labelled(train_set, dataset)
+        with_train, without_train = groups(attributes, attribute, against)
+        _, without_test = groups(labelled(test_set, dataset), attribute, against)
+        name = attributes.names[attributes.index(attribute)]
+        other = None if against is None else attributes.names[attributes.index(against)]
         without = f"without {name!r}" if other is None else f"with {other!r}"
-
-        generator = torch.Generator().manual_seed(args.seed)
         candidates = torch.nonzero(with_train | without_train).squeeze(1)
-        chosen = candidates[torch.randperm(len(candidates), generator=generator)[:args.limit]].sort().values
+        chosen = candidates[torch.randperm(len(candidates), generator=generator)[:limit]].sort().values
         has = with_train[chosen]
         for count, side in ((int(has.sum()), f"with {name!r}"), (int((~has).sum()), without)):
             if count == 0:
@@ -254,15 +274,25 @@ class GlowTask(Task[GlowConfig]):
         if len(test_pool) == 0:
             raise ConfigError(f"{dataset} has no test image {without}, so there is nothing to add {name!r} to; "
                               "choose another --attribute or --against")
-        shown = test_pool[torch.randperm(len(test_pool), generator=generator)[:args.images]]
+        x, c = prepared_inputs(train_set, chosen, self.objective(run.config, train=False), batch_size,
+                               int(generator.initial_seed()), run.device)
+        found = attribute_direction(run.model, x, has.to(run.device), condition=c, batch_size=batch_size)
+        return Direction(found, name, other, without, test_set, test_pool)
+
+    def manipulate(self, args: argparse.Namespace) -> None:
+        if args.out is not None:
+            writable_image(args.out, "--out", pillow_formats())
+        run = self.open(args.checkpoint, resolve_device(args.device))
+        generator = torch.Generator().manual_seed(args.seed)
+        direction = self.direction(run, args.attribute, args.against, args.limit, generator, args.batch_size,
+                                   args.data)
+        found, name, other, without = direction.found, direction.name, direction.other, direction.without
+        shown = direction.test_pool[torch.randperm(len(direction.test_pool), generator=generator)[:args.images]]
         slug = file_slug(name) + ("" if other is None else f"_vs_{file_slug(other)}")
         out = writable_image(args.out or Path(args.checkpoint).parent / f"manipulation_{slug}.png", "--out",
                              pillow_formats())
-
-        objective = self.objective(run.config, train=False)
-        x, c = prepared_inputs(train_set, chosen, objective, args.batch_size, args.seed, run.device)
-        found = attribute_direction(run.model, x, has.to(run.device), condition=c, batch_size=args.batch_size)
-        x, c = prepared_inputs(test_set, shown, objective, args.batch_size, args.seed, run.device)
+        x, c = prepared_inputs(direction.test_set, shown, self.objective(run.config, train=False), args.batch_size,
+                               args.seed, run.device)
         images = manipulate(run.model, x, found.direction, args.scales, condition=c)
         save_grid(images.flatten(0, 1), out, nrow=len(args.scales))
         typical = math.sqrt(run.model.latent_dims)
@@ -272,6 +302,113 @@ class GlowTask(Task[GlowConfig]):
         scales = ", ".join(f"{scale:g}" for scale in args.scales)
         print(f"{len(shown)} test images {without} (rows) at scales {scales} (columns; 0 reconstructs, positive "
               f"adds {name!r}): {out}")
+
+
+    def page(self, run: TrainedRun[GlowConfig], context: PageContext) -> Any:
+        """Samples at a temperature (of a chosen class, for a class-conditional model); the interpolation between
+        two uploaded or test images; for a model of labelled data, test images moved along an attribute's
+        direction by a chosen scale (what ``manipulate`` computes)."""
+        gr, model, n_classes = context.gradio, run.model, run.conventions["n_classes"]
+        try:
+            test_set, _ = self.eval_data(run.config, None)
+            names = list(labelled(test_set, run.config.data.dataset).names)
+        except DataError:  # the page then has samples and uploads only
+            test_set, names = None, [str(k) for k in range(n_classes)]
+        conditional, shape = bool(model.condition_shapes), tuple(run.conventions["image_shape"])
+        directions: dict[tuple[str, str | None], Direction] = {}
+
+        def label_of(choice: str | None) -> int:
+            return names.index(choice) if choice in names else 0
+
+        def samples(count: float, temperature: float, choice: str | None, seed: float) -> tuple[Any, ...]:
+            count, generator = int(count), torch.Generator(run.device).manual_seed(page_seed(seed))
+            labels = (class_cycle(model, n_classes, count, run.device) if choice in (None, EVERY_CLASS) or
+                      not conditional else torch.full((count,), label_of(choice), device=run.device))
+            with torch.no_grad():
+                images = model.sample(count, labels, float(temperature), generator)
+            folder = context.workspace.request_folder()
+            path = save_grid(images, folder / "samples.png", nrow=math.ceil(count**0.5))
+            return str(path), f"{count} samples at T={temperature:g}, seed {page_seed(seed)}"
+
+        def image_and_label(upload: str | None, index: float | None, choice: str | None) -> tuple[Tensor, int]:
+            if upload is not None:
+                return square_upload(upload, shape), label_of(choice)
+            if test_set is None:
+                raise PageError("the test images are not on this machine: upload two images")
+            if index is None or not 0 <= index < len(test_set) or index != int(index):
+                raise PageError(f"a test image's number must be a whole number from 0 to {len(test_set) - 1}")
+            image, label = test_set[int(index)]
+            return image, int(label)
+
+        def interpolate(upload_a: str | None, index_a: float, upload_b: str | None, index_b: float, steps: float,
+                        choice: str | None, seed: float) -> tuple[Any, ...]:
+            (a, label_a), (b, label_b) = (image_and_label(upload_a, index_a, choice),
+                                          image_and_label(upload_b, index_b, choice))
+            images = self.interpolation(run, torch.stack([a, b]), torch.tensor([label_a, label_b]), int(steps),
+                                        page_seed(seed))
+            path = save_grid(images, context.workspace.request_folder() / "interpolation.png", nrow=int(steps))
+            return str(path), f"{int(steps)} images from the first to the second, ends included"
+
+        def move(attribute: str, against: str, scale: float, count: float, seed: float) -> tuple[Any, ...]:
+            key = (attribute, None if against == ALL_OTHERS else against)
+            if key not in directions:
+                directions[key] = self.direction(run, *key, PAGE_DIRECTION_IMAGES,
+                                                 torch.Generator().manual_seed(0), batch_size=256)
+            direction = directions[key]
+            generator = torch.Generator().manual_seed(page_seed(seed))
+            shown = direction.test_pool[torch.randperm(len(direction.test_pool), generator=generator)[:int(count)]]
+            x, c = prepared_inputs(direction.test_set, shown, self.objective(run.config, train=False), 256,
+                                   page_seed(seed), run.device)
+            images = manipulate(model, x, direction.found.direction, [0.0, float(scale)], condition=c)
+            path = save_grid(images.flatten(0, 1), context.workspace.request_folder() / "moved.png", nrow=2)
+            return str(path), (f"{len(shown)} test images {direction.without}: reconstructed (left) and moved by "
+                               f"{float(scale):g} × the direction {direction.name!r} − "
+                               f"{'the rest' if direction.other is None else repr(direction.other)} (right), from "
+                               f"{direction.found.count_with + direction.found.count_without} training images")
+
+        with gr.Blocks(title="cinn: Glow", delete_cache=(CACHE_SECONDS, CACHE_SECONDS),
+                       analytics_enabled=False) as page:
+            gr.Markdown(f"## Glow\nModel: {context.about}.")
+            status = gr.Markdown(elem_id="status")
+            seed = gr.Number(context.seed, precision=0, label="seed", elem_id="seed")
+            class_choices = [EVERY_CLASS, *names] if conditional else [EVERY_CLASS]
+            with gr.Tab("Samples"):
+                count = gr.Slider(1, 64, value=16, step=1, label="samples", elem_id="count")
+                temperature = gr.Slider(0, 1.5, value=0.7, step=0.05, label="temperature", elem_id="temperature")
+                label = gr.Dropdown(class_choices, value=EVERY_CLASS, label="class", visible=conditional)
+                sample_button = gr.Button("Sample", variant="primary", elem_id="sample")
+                sample_image = gr.Image(label="samples", type="filepath", format="png", elem_id="samples",
+                                        interactive=False)
+            with gr.Tab("Interpolate"):
+                with gr.Row():
+                    upload_a = gr.File(label="first image (or a test image's number below)", file_types=["image"])
+                    upload_b = gr.File(label="second image (or a test image's number below)", file_types=["image"])
+                with gr.Row():
+                    index_a = gr.Number(0, precision=0, label="first test image")
+                    index_b = gr.Number(1, precision=0, label="second test image")
+                steps = gr.Slider(2, 16, value=8, step=1, label="images, ends included")
+                upload_label = gr.Dropdown(names or [EVERY_CLASS], value=(names or [EVERY_CLASS])[0],
+                                           visible=conditional, label="class of the uploaded images")
+                interpolate_button = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
+                interpolation = gr.Image(label="interpolation", type="filepath", format="png",
+                                         elem_id="interpolation", interactive=False)
+            if test_set is not None and len(names) > 1:
+                with gr.Tab("Attribute"):
+                    attribute = gr.Dropdown(names, value=names[-1], label="add")
+                    against = gr.Dropdown([ALL_OTHERS, *names], value=ALL_OTHERS, label="against")
+                    scale = gr.Slider(-3, 3, value=1, step=0.25, label="scale (0: the reconstruction)")
+                    shown = gr.Slider(1, 16, value=6, step=1, label="test images")
+                    move_button = gr.Button("Move", variant="primary", elem_id="move")
+                    moved = gr.Image(label="moved", type="filepath", format="png", elem_id="moved",
+                                     interactive=False)
+                move_button.click(answered(move, outputs=1), [attribute, against, scale, shown, seed],
+                                  [moved, status])
+            sample_button.click(answered(samples, outputs=1), [count, temperature, label, seed],
+                                [sample_image, status])
+            interpolate_button.click(answered(interpolate, outputs=1),
+                                     [upload_a, index_a, upload_b, index_b, steps, upload_label, seed],
+                                     [interpolation, status])
+        return page
 
 
 main = GlowTask().main

@@ -35,13 +35,14 @@ from cinn.cli import (
     writable_image,
 )
 from cinn.config import ConfigError
-from cinn.data import DataError, collate_images, load_labelled_dataset
+from cinn.data import DataError, collate_images, dataset_attributes, load_labelled_dataset
 from cinn.engine import DequantizedImages, GaussianNoiseImages, Objective, TrainConfig, resolve_device
 from cinn.latent import LatentPCA, flatten_latents, transfer_style, unflatten_latents
 from cinn.models import build_cinn, build_cinn_fc
 from cinn.models.registry import model_spec
 from cinn.task import MAX_BLOCKS, CinnModelConfig, Command, ImageDataConfig, Task, TrainedRun
 from cinn.viz import save_grid
+from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_seed, square_upload
 
 MAX_PCA_AXES, MAX_PCA_STEPS = 64, 64  # the walks along all axes are decoded in one batch
 MAX_PCA_RANGE = 100.0  # in standard deviations: far beyond it, a walk decodes only overflow
@@ -233,6 +234,79 @@ class ClassConditionalTask(Task[MnistConfig]):
         print(f"class consistency: {consistency:.1%} ± {error:.1%} of {count} samples at temperature "
               f"{config.eval.temperature} (classifier test accuracy {accuracy:.1%})")
         print("  per class: " + ", ".join(f"{k}: {value:.0%}" for k, value in enumerate(per_class.tolist())))
+
+    def page(self, run: TrainedRun[MnistConfig], context: PageContext) -> Any:
+        """A row of samples per chosen class at a temperature; style transfer of an uploaded or test image: its
+        latent decoded under every class."""
+        gr, model, n_classes = context.gradio, run.model, run.conventions["n_classes"]
+        try:
+            test_set, _ = self.eval_data(run.config, None)
+        except DataError:  # the page then transfers uploads only
+            test_set = None
+        attributes = None if test_set is None else dataset_attributes(test_set)
+        names = list(attributes.names) if attributes is not None else [str(k) for k in range(n_classes)]
+        shape = tuple(run.conventions["image_shape"])
+
+        def samples(chosen: list[str], count: float, temperature: float, seed: float) -> tuple[Any, ...]:
+            if not chosen:
+                raise PageError("choose at least one class")
+            labels = torch.tensor([names.index(name) for name in chosen], device=run.device)
+            labels = labels.repeat_interleave(int(count))
+            generator = torch.Generator(run.device).manual_seed(page_seed(seed))
+            with torch.no_grad():
+                images = model.sample(len(labels), labels, float(temperature), generator)
+            path = save_grid(images, context.workspace.request_folder() / "samples.png", nrow=int(count))
+            return str(path), f"{int(count)} samples of each of {len(chosen)} classes at T={temperature:g}"
+
+        def transfer(upload: str | None, index: float | None, invert: bool, label: str,
+                     seed: float) -> tuple[Any, ...]:
+            if upload is not None:
+                image = square_upload(upload, shape)
+                images, labels = (255 - image if invert else image)[None], torch.tensor([names.index(label)])
+                x, c = self.objective(run.config, train=False).prepare(
+                    images.to(run.device), labels.to(run.device),
+                    torch.Generator(run.device).manual_seed(page_seed(seed)))
+                source = f"the uploaded image as {label!r}"
+            elif test_set is None:
+                raise PageError("the test images are not on this machine: upload an image")
+            elif index is None or index != int(index) or not 0 <= index < len(test_set):
+                raise PageError(f"a test image's number must be a whole number from 0 to {len(test_set) - 1}")
+            else:
+                x, c, labels = self.held_out_inputs(run, test_set, [int(index)], page_seed(seed))
+                source = f"test image {int(index)}, a {names[int(labels[0])]!r}"
+            with torch.no_grad():
+                every_class = [torch.full((1,), k, device=run.device) for k in range(n_classes)]
+                moved = transfer_style(model, x, c, every_class)
+            path = save_grid(torch.cat([x[:, None], moved], dim=1).flatten(0, 1),
+                             context.workspace.request_folder() / "transfer.png", nrow=n_classes + 1)
+            return str(path), f"{source}, then its latent decoded under each of the {n_classes} classes"
+
+        with gr.Blocks(title="cinn: class-conditional INN", delete_cache=(CACHE_SECONDS, CACHE_SECONDS),
+                       analytics_enabled=False) as page:
+            gr.Markdown(f"## Class-conditional INN\nModel: {context.about}.")
+            status = gr.Markdown(elem_id="status")
+            seed = gr.Number(context.seed, precision=0, label="seed", elem_id="seed")
+            with gr.Tab("Samples"):
+                chosen = gr.CheckboxGroup(names, value=names, label="classes (a row each)", elem_id="classes")
+                count = gr.Slider(1, 16, value=8, step=1, label="samples per class", elem_id="count")
+                temperature = gr.Slider(0, 1.5, value=0.8, step=0.05, label="temperature", elem_id="temperature")
+                sample_button = gr.Button("Sample", variant="primary", elem_id="sample")
+                sample_image = gr.Image(label="samples", type="filepath", format="png", interactive=False,
+                                        elem_id="samples")
+            with gr.Tab("Style transfer"):
+                upload = gr.File(label="an image of one class (or a test image's number below)",
+                                 file_types=["image"], elem_id="digit")
+                index = gr.Number(0, precision=0, label="test image")
+                invert = gr.Checkbox(False, label="invert (dark ink on light paper)")
+                label = gr.Dropdown(names, value=names[0], label="class of the uploaded image")
+                transfer_button = gr.Button("Transfer", variant="primary", elem_id="transfer")
+                transferred = gr.Image(label="the image, then its style in every class", type="filepath",
+                                       format="png", interactive=False, elem_id="transferred")
+            sample_button.click(answered(samples, outputs=1), [chosen, count, temperature, seed],
+                                [sample_image, status])
+            transfer_button.click(answered(transfer, outputs=1), [upload, index, invert, label, seed],
+                                  [transferred, status])
+        return page
 
     def commands(self) -> list[Command]:
         def transfer_arguments(parser: argparse.ArgumentParser) -> None:

@@ -753,12 +753,13 @@ def test_a_wrong_classifier_cache_is_refused_before_any_work(trained, tmp_path, 
 
 NAN_COMMANDS = {  # every command that opens a model, with what else it requires; {tmp}: the test's folder
     "glow": {"eval": [], "check": [], "sample": ["--out", "{tmp}/s"], "interpolate": [], "upgrade": ["--out",
-             "{tmp}/u.pt"], "export": ["--out", "{tmp}/e.pt"], "manipulate": ["--attribute", "0"]},
+             "{tmp}/u.pt"], "export": ["--out", "{tmp}/e.pt"], "manipulate": ["--attribute", "0"],
+             "serve": ["--port", "0"]},
     "mnist": {"eval": [], "check": [], "sample": ["--out", "{tmp}/s"], "transfer": [], "pca": [], "upgrade":
-              ["--out", "{tmp}/u.pt"], "export": ["--out", "{tmp}/e.pt"]},
+              ["--out", "{tmp}/u.pt"], "export": ["--out", "{tmp}/e.pt"], "serve": ["--port", "0"]},
     "colorize": {"eval": [], "check": [], "colorize": ["--input", "photo.jpg", "--out", "{tmp}/c"],
                  "table": ["--input", "photos", "--out", "{tmp}/t.png"], "upgrade": ["--out", "{tmp}/u.pt"],
-                 "export": ["--out", "{tmp}/e.pt"]},
+                 "export": ["--out", "{tmp}/e.pt"], "serve": ["--port", "0"]},
 }
 TASK_MAINS = {"glow": glow, "mnist": mnist, "colorize": colorize}
 

@@ -169,7 +169,8 @@ def test_a_map_object_builds_the_same_block_as_its_name(spec, transform):
 
 
 def test_unknown_transforms_and_impossible_clamps_are_refused():
-    with pytest.raises(ValueError, match="unknown coupling map 'spline'; known: additive, sigmoid_affine"):
+    with pytest.raises(ValueError, match="unknown coupling map 'spline'; known: additive, logistic_mixture_cdf, "
+                                         "rational_quadratic_spline, sigmoid_affine"):
         CouplingBlock([(4,)], subnet_constructor=fc_subnet(8), transform="spline")
     with pytest.raises(ValueError, match="coupling map 'additive' takes no options, not clamp"):
         coupling_map({"map": "additive", "clamp": 1.0})

@@ -59,6 +59,11 @@ MODEL_CASES = [
                                                               hidden_channels=8, permutation="shuffle")),
     ModelCase("glow_soft_clamp_coupling_map", lambda: build_glow((1, 4, 4), **TINY_GLOW,
                                                                  coupling=SoftClampAffine(clamp=1.0))),
+    ModelCase("glow_rational_quadratic_spline", lambda: build_glow((1, 4, 4), **TINY_GLOW,
+                                                                   coupling="rational_quadratic_spline")),
+    # 8x8: from 4x4 the second level's ActNorm would initialise on one pixel per sample and scale by hundreds
+    ModelCase("glow_logistic_mixture_cdf", lambda: build_glow((1, 8, 8), **TINY_GLOW, coupling={
+        "map": "logistic_mixture_cdf", "components": 2})),
     ModelCase("glow_class_conditional", lambda: build_glow((1, 4, 4), **TINY_GLOW, n_classes=3), labels(3)),
     ModelCase("cinn_conv_image_condition", lambda: build_cinn(
         (2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=2, hidden_channels=8, condition_channels=(4, 4)),

@@ -5,8 +5,9 @@ returns ``(outputs: tuple[Tensor, ...], log_det: Tensor of shape (B,))``, where 
 ``log|det ∂out/∂in|`` of the direction that ran (so reverse returns minus forward's).
 
 A :class:`CouplingBlock` takes its element-wise map (:mod:`cinn.blocks.coupling_maps`): :class:`Additive`,
-:class:`SigmoidAffine` (Glow), :class:`SoftClampAffine` (cINN), or any other :class:`CouplingMap`, by object or
-by its registered name (:data:`COUPLING_MAPS`); the builders choose its subnets by name (:data:`SUBNETS`).
+:class:`SigmoidAffine` (Glow), :class:`SoftClampAffine` (cINN), :class:`RationalQuadraticSpline` (Neural Spline
+Flows), :class:`LogisticMixtureCdf` (Flow++), or any other :class:`CouplingMap`, by object or by its registered
+name (:data:`COUPLING_MAPS`); the builders choose its subnets by name (:data:`SUBNETS`).
 """
 
 from cinn.blocks.actnorm import ActNorm
@@ -23,8 +24,10 @@ from cinn.blocks.coupling_maps import (
     register_coupling_map,
 )
 from cinn.blocks.invconv import InvertibleConv1x1, InvertibleConv1x1LU, random_rotation
+from cinn.blocks.logistic_mixture import LogisticMixtureCdf
 from cinn.blocks.permutation import ChannelPermutation, OrthogonalPermutation
 from cinn.blocks.prior import LearnedPrior, Split
+from cinn.blocks.rational_quadratic import RationalQuadraticSpline
 from cinn.blocks.reshape import HaarDownsampling, Squeeze
 from cinn.blocks.subnets import (
     SUBNETS,
@@ -54,8 +57,10 @@ __all__ = [
     "InvertibleConv1x1",
     "InvertibleConv1x1LU",
     "LearnedPrior",
+    "LogisticMixtureCdf",
     "OrthogonalPermutation",
     "PointwiseConv2d",
+    "RationalQuadraticSpline",
     "SigmoidAffine",
     "SoftClampAffine",
     "Split",

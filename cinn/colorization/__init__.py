@@ -12,7 +12,7 @@ Lab → RGB), :mod:`~cinn.colorization.colorizer` (``Colorizer``, ``ColorModel``
 :mod:`~cinn.colorization.inputs` (photos to colourise, colour check of training photos).
 """
 
-from cinn.colorization.colorizer import MAX_SAMPLES, Colorizer, ColorModel
+from cinn.colorization.colorizer import MAX_SAMPLES, MIN_PHOTO_SIDE, Colorizer, ColorModel
 from cinn.colorization.full_resolution import (
     STRIP_PIXELS,
     grey_version,
@@ -42,6 +42,7 @@ from cinn.colorization.objective import LabColorization, downsample_ab
 
 __all__ = [
     "MAX_SAMPLES",
+    "MIN_PHOTO_SIDE",
     "PRETRAINED_COLORIZER",
     "STRIP_PIXELS",
     "ColorModel",

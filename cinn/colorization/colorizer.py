@@ -20,6 +20,8 @@ from cinn.models.arguments import require_count, require_temperature, require_te
 
 MAX_SAMPLES = 64
 """The most colourings of one photo in one call: they are drawn in one batch, so memory grows with them."""
+MIN_PHOTO_SIDE = 8
+"""The fewest pixels a photo to colourise may have on its shorter side: below it there is nothing to see."""
 
 
 class ColorModel(Protocol):
@@ -59,8 +61,9 @@ class Colorizer:
     @torch.no_grad()
     def colorize(self, image: Tensor, n_samples: int = 8, temperature: float = 0.8, seed: int = 0) -> Tensor:
         """``n_samples`` colourings ``(n_samples, 3, H, W)`` uint8 of one photo ``(3, H, W)`` uint8. The photo
-        may have at most :data:`~cinn.data.images.MAX_PIXELS` pixels and sides at most
-        :data:`~cinn.data.images.MAX_ASPECT_RATIO` apart, as for the ``colorize`` command; a wrong photo, count or
+        may have at most :data:`~cinn.data.images.MAX_PIXELS` pixels, sides at most
+        :data:`~cinn.data.images.MAX_ASPECT_RATIO` apart and at least :data:`MIN_PHOTO_SIDE` pixels, as for the
+        ``colorize`` command; a wrong photo, count or
         temperature is a :class:`ValueError` or :class:`TypeError` that says what was expected."""
         image = require_tensor(image, "image")
         if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
@@ -69,9 +72,11 @@ class Colorizer:
         n_samples = require_count(n_samples, "n_samples", MAX_SAMPLES)
         temperature = require_temperature(temperature)
         height, width = image.shape[-2:]
-        if height * width > MAX_PIXELS or max(height, width) > MAX_ASPECT_RATIO * min(height, width):
-            raise ValueError(f"the photo is {width}x{height} pixels; a photo may have at most {MAX_PIXELS} pixels "
-                             f"and its longer side at most {MAX_ASPECT_RATIO} times its shorter side")
+        if (height * width > MAX_PIXELS or max(height, width) > MAX_ASPECT_RATIO * min(height, width)
+                or min(height, width) < MIN_PHOTO_SIDE):
+            raise ValueError(f"the photo is {width}x{height} pixels; a photo may have at most {MAX_PIXELS} "
+                             f"pixels, its longer side at most {MAX_ASPECT_RATIO} times its shorter side, which "
+                             f"must be at least {MIN_PHOTO_SIDE}")
         lightness = lightness_of(image)
         size = working_size(height, width, self.shorter_side, self.multiple)
         shrinking = size[0] <= height and size[1] <= width
