@@ -7,8 +7,8 @@ page, and the time from an upload to the full gallery on the colourisation page.
     python benchmarks/serve_pages.py --latency PHOTO --repeats 5         # upload to gallery, 8 colourings
 
 Needs the demo extra and the dev extra (Gradio, Playwright) and Chromium (``apt-get install -y chromium``); no
-browser is downloaded. The latency is measured in the browser: from the upload of the photo (the number of
-colourings already chosen) through the click on "Colourise" until every colouring of the gallery has loaded at full
+browser is downloaded. The latency is measured in the browser: from the upload of the photo through the choice of
+the number of colourings and the click on "Colourise" until every colouring of the gallery has loaded at full
 resolution. ``tests/test_serve.py`` drives the pages with the helpers of this file.
 """
 
@@ -33,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 START_SECONDS = 180  # the most a server may take to start (importing Gradio, opening the model)
 ANSWER_MS = 120_000  # the most a page may take to answer one request
+POLL_MS = 100  # how often a wait looks at the page (the default, per animation frame, stalls in background tabs)
 
 
 def chromium_path() -> str | None:
@@ -114,26 +115,28 @@ def open_page(chromium: Any, url: str, outside: list[str] | None = None) -> Any:
     if outside is not None:
         page.on("request", lambda request: None if request.url.startswith((url, "data:", "blob:"))
                 else outside.append(request.url))
-    page.goto(url)
-    page.wait_for_selector("#status", state="attached")  # the page is built (Gradio renders it in the browser)
+    page.goto(url, wait_until="networkidle")  # Gradio builds the page in the browser from what it fetches first
+    page.wait_for_selector("#status", state="attached")
     return page
 
 
 def upload(page: Any, field_id: str, file: Path) -> None:
-    """Put ``file`` into the upload field ``#field_id`` (replacing what it holds); wait until it shows its name."""
-    clear = page.locator(f"#{field_id} button[aria-label=Clear]")
-    if clear.count():
-        clear.click()
-        clear.wait_for(state="detached")  # the field is empty again and offers its file input
+    """Put ``file`` into the upload field ``#field_id`` and wait until it shows its name; a field that holds a file
+    already is emptied by reloading the page (the server keeps what it computed; the page starts afresh)."""
+    if page.locator(f"#{field_id} button[aria-label=Clear]").count():
+        page.reload(wait_until="networkidle")
+        page.wait_for_selector(f"#{field_id} input[type=file]", state="attached")
     page.set_input_files(f"#{field_id} input[type=file]", str(file))
-    page.wait_for_selector(f"#{field_id} :text('{file.name}')", timeout=ANSWER_MS)
+    # the field may show the name's stem and extension on two lines ("notes\n.png")
+    shown = "([id, name]) => document.getElementById(id).innerText.replace(/\\s+/g, '').includes(name)"
+    page.wait_for_function(shown, arg=[field_id, file.name.replace(" ", "")], timeout=ANSWER_MS, polling=POLL_MS)
 
 
 def status_after(page: Any, button_id: str, expected: str) -> str:
     """Click ``#button_id`` and wait until the status line holds ``expected``; the status line."""
     page.click(f"#{button_id}")
     page.wait_for_function("text => document.querySelector('#status').innerText.includes(text)", arg=expected,
-                           timeout=ANSWER_MS)
+                           timeout=ANSWER_MS, polling=POLL_MS)
     return page.inner_text("#status")
 
 
@@ -141,19 +144,19 @@ def loaded_images(page: Any, element_id: str, count: int) -> list[tuple[int, int
     """Wait until ``#element_id`` shows ``count`` images, all loaded; their natural sizes (width, height)."""
     script = ("([id, n]) => { const images = [...document.querySelectorAll(`#${id} img`)];"
               " return images.length === n && images.every(image => image.complete && image.naturalWidth > 0); }")
-    page.wait_for_function(script, arg=[element_id, count], timeout=ANSWER_MS)
+    page.wait_for_function(script, arg=[element_id, count], timeout=ANSWER_MS, polling=POLL_MS)
     sizes = ("id => [...document.querySelectorAll(`#${id} img`)]"
              ".map(image => [image.naturalWidth, image.naturalHeight])")
     return [tuple(size) for size in page.evaluate(sizes, element_id)]
 
 
 def colourise(page: Any, photo: Path, samples: int) -> float:
-    """Seconds from the upload of ``photo`` (``samples`` colourings chosen) to the loaded gallery: the upload, the
-    click on "Colourise", the colourings and their PNGs in the browser."""
-    page.fill("#samples input[type=number]", str(samples))
-    page.press("#samples input[type=number]", "Enter")
+    """Seconds from the upload of ``photo`` to the loaded gallery of ``samples`` colourings: the upload, the choice
+    of ``samples``, the click on "Colourise", the colourings and their PNGs in the browser."""
     start = time.perf_counter()
     upload(page, "photo", photo)
+    page.fill("#samples input[type=number]", str(samples))
+    page.press("#samples input[type=number]", "Enter")
     status_after(page, "colourise", photo.name)
     loaded_images(page, "colourings", samples)
     return time.perf_counter() - start

@@ -1,6 +1,6 @@
 """``serve``: each task's page in a real browser (Debian's Chromium, driven by Playwright), started as a user
-starts it, on a free local port with a tiny model. The tests that need the browser skip, saying why, when Chromium or
-Playwright is missing; ``.ci/run`` installs both, so in CI they run."""
+starts it, on a free local port with a tiny model. The tests that need the browser skip, saying why, when Chromium
+or Playwright is missing; ``.ci/run`` installs both, so in CI they run."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_two_uploads_at_once_are_both_answered(colorize_server, chromium, tmp_pa
         tab.click("#colourise")
     for tab, file in zip(tabs, files, strict=True):
         tab.wait_for_function("name => document.querySelector('#status').innerText.includes(name)", arg=file.name,
-                              timeout=pages.ANSWER_MS)
+                              timeout=pages.ANSWER_MS, polling=pages.POLL_MS)
         assert pages.loaded_images(tab, "colourings", 8) == [(64 + 16 * files.index(file), 64)] * 8
 
 
