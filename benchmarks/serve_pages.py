@@ -121,15 +121,21 @@ def open_page(chromium: Any, url: str, outside: list[str] | None = None) -> Any:
 
 
 def upload(page: Any, field_id: str, file: Path) -> None:
-    """Put ``file`` into the upload field ``#field_id`` and wait until it shows its name; a field that holds a file
-    already is emptied by reloading the page (the server keeps what it computed; the page starts afresh)."""
-    if page.locator(f"#{field_id} button[aria-label=Clear]").count():
-        page.reload(wait_until="networkidle")
-        page.wait_for_selector(f"#{field_id} input[type=file]", state="attached")
+    """Put ``file`` into the upload field ``#field_id`` (emptied first, :func:`empty_field`); wait until it shows
+    its name."""
+    empty_field(page, field_id)
     page.set_input_files(f"#{field_id} input[type=file]", str(file))
     # the field may show the name's stem and extension on two lines ("notes\n.png")
     shown = "([id, name]) => document.getElementById(id).innerText.replace(/\\s+/g, '').includes(name)"
     page.wait_for_function(shown, arg=[field_id, file.name.replace(" ", "")], timeout=ANSWER_MS, polling=POLL_MS)
+
+
+def empty_field(page: Any, field_id: str) -> None:
+    """A field that holds a file already is emptied by reloading the page (the server keeps what it computed; the
+    page starts afresh)."""
+    if page.locator(f"#{field_id} button[aria-label=Clear]").count():
+        page.reload(wait_until="networkidle")
+        page.wait_for_selector(f"#{field_id} input[type=file]", state="attached")
 
 
 def status_after(page: Any, button_id: str, expected: str) -> str:
@@ -153,6 +159,7 @@ def loaded_images(page: Any, element_id: str, count: int) -> list[tuple[int, int
 def colourise(page: Any, photo: Path, samples: int) -> float:
     """Seconds from the upload of ``photo`` to the loaded gallery of ``samples`` colourings: the upload, the choice
     of ``samples``, the click on "Colourise", the colourings and their PNGs in the browser."""
+    empty_field(page, "photo")
     start = time.perf_counter()
     upload(page, "photo", photo)
     page.fill("#samples input[type=number]", str(samples))

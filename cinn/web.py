@@ -21,6 +21,7 @@ Example (what a handler does with an upload that is not an image):
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import functional as TF
@@ -41,6 +43,7 @@ from cinn.config import ConfigError
 from cinn.data import DataError, open_image
 from cinn.data.images import fit_square
 from cinn.engine.train_config import MAX_SEED
+from cinn.viz import save_grid
 
 MAX_UPLOAD_BYTES = 100 * 2**20
 """The largest file a page accepts (a 100-megapixel JPEG is about 30 MB); larger uploads are refused by the
@@ -49,6 +52,8 @@ CONCURRENCY = 1
 """Requests computed at once: one model in memory, one request's tensors beside it."""
 QUEUE_SIZE = 16
 """Requests that may wait; the page tells a user beyond them that the queue is full."""
+PAGE_IMAGE_SIDE = 112
+"""Images smaller than this (pixels on the longer side) are shown enlarged on a page."""
 CACHE_SECONDS = 3600
 """Uploads and results older than this are deleted from the server's temporary folder (checked as often)."""
 
@@ -172,6 +177,20 @@ def page_seed(value: float | None) -> int:
     if value is None or value != int(value) or not 0 <= value <= MAX_SEED:
         raise PageError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {value}")
     return int(value)
+
+
+def page_grid(images: Tensor, path: Path, nrow: int) -> Path:
+    """Images ``(N, C, H, W)`` in ``[0, 1]`` saved as one PNG grid at ``path`` for a page, each enlarged by a whole
+    factor (nearest neighbour, so pixels stay sharp) until its longer side is at least :data:`PAGE_IMAGE_SIDE`.
+
+    Example:
+        >>> import tempfile, torch
+        >>> grid = page_grid(torch.rand(2, 1, 28, 28), Path(tempfile.mkdtemp()) / "grid.png", nrow=2)
+        >>> Image.open(grid).size  # two 112x112 images (28 pixels, enlarged 4 times) and 2-pixel borders
+        (230, 116)
+    """
+    factor = max(1, math.ceil(PAGE_IMAGE_SIDE / max(images.shape[-2:])))
+    return save_grid(F.interpolate(images.float(), scale_factor=factor, mode="nearest"), path, nrow)
 
 
 def free_port(host: str) -> int:

@@ -37,7 +37,7 @@ from cinn.models.flow import Condition
 from cinn.models.registry import model_spec
 from cinn.task import MAX_BLOCKS, Command, ImageDataConfig, Task, TrainedRun, check_coupling_and_subnet
 from cinn.viz import save_grid
-from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_seed, square_upload
+from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_grid, page_seed, square_upload
 
 
 @dataclass
@@ -327,7 +327,7 @@ class GlowTask(Task[GlowConfig]):
             with torch.no_grad():
                 images = model.sample(count, labels, float(temperature), generator)
             folder = context.workspace.request_folder()
-            path = save_grid(images, folder / "samples.png", nrow=math.ceil(count**0.5))
+            path = page_grid(images, folder / "samples.png", nrow=math.ceil(count**0.5))
             return str(path), f"{count} samples at T={temperature:g}, seed {page_seed(seed)}"
 
         def image_and_label(upload: str | None, index: float | None, choice: str | None) -> tuple[Tensor, int]:
@@ -346,7 +346,7 @@ class GlowTask(Task[GlowConfig]):
                                           image_and_label(upload_b, index_b, choice))
             images = self.interpolation(run, torch.stack([a, b]), torch.tensor([label_a, label_b]), int(steps),
                                         page_seed(seed))
-            path = save_grid(images, context.workspace.request_folder() / "interpolation.png", nrow=int(steps))
+            path = page_grid(images, context.workspace.request_folder() / "interpolation.png", nrow=int(steps))
             return str(path), f"{int(steps)} images from the first to the second, ends included"
 
         def move(attribute: str, against: str, scale: float, count: float, seed: float) -> tuple[Any, ...]:
@@ -360,7 +360,7 @@ class GlowTask(Task[GlowConfig]):
             x, c = prepared_inputs(direction.test_set, shown, self.objective(run.config, train=False), 256,
                                    page_seed(seed), run.device)
             images = manipulate(model, x, direction.found.direction, [0.0, float(scale)], condition=c)
-            path = save_grid(images.flatten(0, 1), context.workspace.request_folder() / "moved.png", nrow=2)
+            path = page_grid(images.flatten(0, 1), context.workspace.request_folder() / "moved.png", nrow=2)
             return str(path), (f"{len(shown)} test images {direction.without}: reconstructed (left) and moved by "
                                f"{float(scale):g} × the direction {direction.name!r} − "
                                f"{'the rest' if direction.other is None else repr(direction.other)} (right), from "

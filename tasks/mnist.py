@@ -42,7 +42,7 @@ from cinn.models import build_cinn, build_cinn_fc
 from cinn.models.registry import model_spec
 from cinn.task import MAX_BLOCKS, CinnModelConfig, Command, ImageDataConfig, Task, TrainedRun
 from cinn.viz import save_grid
-from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_seed, square_upload
+from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_grid, page_seed, square_upload
 
 MAX_PCA_AXES, MAX_PCA_STEPS = 64, 64  # the walks along all axes are decoded in one batch
 MAX_PCA_RANGE = 100.0  # in standard deviations: far beyond it, a walk decodes only overflow
@@ -255,7 +255,7 @@ class ClassConditionalTask(Task[MnistConfig]):
             generator = torch.Generator(run.device).manual_seed(page_seed(seed))
             with torch.no_grad():
                 images = model.sample(len(labels), labels, float(temperature), generator)
-            path = save_grid(images, context.workspace.request_folder() / "samples.png", nrow=int(count))
+            path = page_grid(images, context.workspace.request_folder() / "samples.png", nrow=int(count))
             return str(path), f"{int(count)} samples of each of {len(chosen)} classes at T={temperature:g}"
 
         def transfer(upload: str | None, index: float | None, invert: bool, label: str,
@@ -277,7 +277,7 @@ class ClassConditionalTask(Task[MnistConfig]):
             with torch.no_grad():
                 every_class = [torch.full((1,), k, device=run.device) for k in range(n_classes)]
                 moved = transfer_style(model, x, c, every_class)
-            path = save_grid(torch.cat([x[:, None], moved], dim=1).flatten(0, 1),
+            path = page_grid(torch.cat([x[:, None], moved], dim=1).flatten(0, 1),
                              context.workspace.request_folder() / "transfer.png", nrow=n_classes + 1)
             return str(path), f"{source}, then its latent decoded under each of the {n_classes} classes"
 
