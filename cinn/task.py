@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from cinn import cli, web
+from cinn.bayes import bayes_rule_accuracy
 from cinn.bench import benchmark_training
 from cinn.blocks import coupling_map, subnet_constructor
 from cinn.check import check_trained
@@ -390,10 +391,17 @@ class Task(ABC, Generic[C]):
         eval_set, where = self.eval_data(run.config, args.data)
         if args.limit is not None and args.limit < len(eval_set):
             where = f"{where}; only the first {args.limit} (--limit)"
-        result = evaluate_bits_per_dim(run.model, eval_set, self.objective(run.config, train=False),
-                                       batch_size=args.batch_size, seed=args.seed, device=run.device,
-                                       limit=args.limit)
+        objective = self.objective(run.config, train=False)
+        result = evaluate_bits_per_dim(run.model, eval_set, objective, batch_size=args.batch_size, seed=args.seed,
+                                       device=run.device, limit=args.limit)
         print(self.describe_bits_per_dim(result, run.config, where))
+        if getattr(objective, "class_conditional", False):  # the condition is the image's class
+            n_classes = run.conventions["n_classes"]
+            batches = prepared_batches(eval_set, objective, batch_size=args.batch_size, seed=args.seed,
+                                       device=run.device, limit=args.limit, description="Bayes' rule")
+            accuracy = bayes_rule_accuracy(run.model, batches, n_classes)
+            print(f"Bayes-rule accuracy, argmax_y log p(x | y) over the {n_classes} classes with equal priors: "
+                  f"{accuracy.summary()}")
         self.report(run, eval_set, args)
 
     def check(self, args: argparse.Namespace) -> None:

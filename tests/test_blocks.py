@@ -31,6 +31,8 @@ from cinn.blocks import (
     Squeeze,
     conv_subnet,
     fc_subnet,
+    gated_attention,
+    vit_attention,
 )
 
 BATCH = 3
@@ -131,6 +133,10 @@ BLOCK_CASES = [
               kwargs={"subnet_constructor": CONV, "transform": {"map": "logistic_mixture_cdf", "components": 2}}),
     BlockCase("coupling_logistic_mixture_fc_two_sided_conditional", CouplingBlock, (6,), [(3,)],
               kwargs={"subnet_constructor": FC, "transform": "logistic_mixture_cdf", "two_sided": True}),
+    BlockCase("coupling_vit_attention", CouplingBlock, (4, 4, 4),
+              kwargs={"subnet_constructor": vit_attention(8), "transform": "sigmoid_affine"}),
+    BlockCase("coupling_gated_attention_conditional", CouplingBlock, (4, 4, 4), [(2, 4, 4)],
+              kwargs={"subnet_constructor": gated_attention(8), "transform": "sigmoid_affine"}),
     BlockCase("squeeze", Squeeze, (2, 4, 4)),
     BlockCase("haar", HaarDownsampling, (2, 4, 4)),
     BlockCase("haar_by_wavelet_rebalanced", HaarDownsampling, (2, 4, 4),

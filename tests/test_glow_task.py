@@ -42,6 +42,16 @@ def run(args: list[str], timeout: int = 120, **kwargs) -> subprocess.CompletedPr
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
 
 
+def test_a_class_conditional_glow_reports_its_bayes_rule_accuracy(data_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert glow.main(tiny_train_args(data_root, run_dir, "--model.class_conditional=true")) == 0
+    capsys.readouterr()
+    assert glow.main(["eval", "--checkpoint", str(run_dir / "checkpoint.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "Bayes-rule accuracy, argmax_y log p(x | y) over the 10 classes with equal priors: " in out
+    assert "of 32 images" in out.splitlines()[-1]
+
+
 def model_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / "checkpoint.pt")["model"]
 
@@ -63,6 +73,7 @@ def test_train_eval_sample_interpolate(data_root, tmp_path, capsys):
     assert glow.main(["eval", "--checkpoint", checkpoint]) == 0  # the other commands in this process
     out = capsys.readouterr().out
     assert "test bits/dim:" in out and "32 images" in out
+    assert "Bayes-rule" not in out  # an unconditional model is no classifier
 
     assert glow.main(["sample", "--checkpoint", checkpoint, "--n", "4", "--temperatures", "0", "0.7"]) == 0
     assert (run_dir / "samples" / "temperature_0.70.png").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ def test_eval_reports_bits_per_dim_and_class_consistency(trained_run, capsys):
     assert mnist.main(["eval", "--checkpoint", str(run_dir / "checkpoint.pt")]) == 0
     out = capsys.readouterr().out
     assert "test bits/dim:" in out and "48 images" in out
+    assert "Bayes-rule accuracy, argmax_y log p(x | y) over the 10 classes with equal priors: " in out
+    assert re.search(r"priors: \d+\.\d% ± \d+\.\d% of 48 images", out)
     assert "class consistency:" in out and "of 40 samples at temperature 0.8" in out
     assert (run_dir / "classifier.pt").is_file()
 

@@ -7,10 +7,12 @@ returns ``(outputs: tuple[Tensor, ...], log_det: Tensor of shape (B,))``, where 
 A :class:`CouplingBlock` takes its element-wise map (:mod:`cinn.blocks.coupling_maps`): :class:`Additive`,
 :class:`SigmoidAffine` (Glow), :class:`SoftClampAffine` (cINN), :class:`RationalQuadraticSpline` (Neural Spline
 Flows), :class:`LogisticMixtureCdf` (Flow++), or any other :class:`CouplingMap`, by object or by its registered
-name (:data:`COUPLING_MAPS`); the builders choose its subnets by name (:data:`SUBNETS`).
+name (:data:`COUPLING_MAPS`); the builders choose its subnets by name (:data:`SUBNETS`): the conv ones of
+:mod:`cinn.blocks.subnets` or the attention ones of :mod:`cinn.blocks.attention`.
 """
 
 from cinn.blocks.actnorm import ActNorm
+from cinn.blocks.attention import gated_attention, vit_attention
 from cinn.blocks.coupling import CouplingBlock
 from cinn.blocks.coupling_maps import (
     COUPLING_MAPS,
@@ -69,10 +71,12 @@ __all__ = [
     "conv_subnet",
     "coupling_map",
     "fc_subnet",
+    "gated_attention",
     "map_spec",
     "random_rotation",
     "register_coupling_map",
     "register_subnet",
     "subnet_constructor",
+    "vit_attention",
     "zero_linear",
 ]
