@@ -436,7 +436,8 @@ class Task(ABC, Generic[C]):
 
     def about(self, run: TrainedRun[C], checkpoint: Path) -> str:
         """One line on what ``checkpoint`` holds: which model, how far trained, on what."""
-        shipped = " (the pretrained model shipped with cinn)" if checkpoint == self.pretrained else ""
+        shipped = (" (the pretrained model shipped with cinn; docs/COLORIZATION.md describes its training photos)"
+                   if checkpoint == self.pretrained else "")
         parameters = sum(parameter.numel() for parameter in run.model.parameters())
         builder = run.state["model_spec"]["builder"]
         return (f"{checkpoint}{shipped}: {builder}, {parameters:,} parameters, step {run.state['step']}, "

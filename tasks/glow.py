@@ -330,24 +330,25 @@ class GlowTask(Task[GlowConfig]):
             path = page_grid(images, folder / "samples.png", nrow=math.ceil(count**0.5))
             return str(path), f"{count} samples at T={temperature:g}, seed {page_seed(seed)}"
 
-        def image_and_label(upload: str | None, index: float | None, choice: str | None) -> tuple[Tensor, int]:
+        def image_and_label(upload: str | None, index: float | None,
+                            choice: str | None) -> tuple[Tensor, int, str]:
             if upload is not None:
-                return square_upload(upload, shape), label_of(choice)
+                return square_upload(upload, shape), label_of(choice), Path(upload).name
             if test_set is None:
                 raise PageError("the test images are not on this machine: upload two images")
             if index is None or not 0 <= index < len(test_set) or index != int(index):
                 raise PageError(f"a test image's number must be a whole number from 0 to {len(test_set) - 1}")
             image, label = test_set[int(index)]
-            return image, int(label)
+            return image, int(label), f"test image {int(index)}"
 
         def interpolate(upload_a: str | None, index_a: float, upload_b: str | None, index_b: float, steps: float,
                         choice: str | None, seed: float) -> tuple[Any, ...]:
-            (a, label_a), (b, label_b) = (image_and_label(upload_a, index_a, choice),
-                                          image_and_label(upload_b, index_b, choice))
+            (a, label_a, first), (b, label_b, second) = (image_and_label(upload_a, index_a, choice),
+                                                         image_and_label(upload_b, index_b, choice))
             images = self.interpolation(run, torch.stack([a, b]), torch.tensor([label_a, label_b]), int(steps),
                                         page_seed(seed))
             path = page_grid(images, context.workspace.request_folder() / "interpolation.png", nrow=int(steps))
-            return str(path), f"{int(steps)} images from the first to the second, ends included"
+            return str(path), f"{int(steps)} images from {first} to {second}, ends included"
 
         def move(attribute: str, against: str, scale: float, count: float, seed: float) -> tuple[Any, ...]:
             key = (attribute, None if against == ALL_OTHERS else against)
@@ -381,7 +382,8 @@ class GlowTask(Task[GlowConfig]):
                                         interactive=False)
             with gr.Tab("Interpolate"):
                 with gr.Row():
-                    upload_a = gr.File(label="first image (or a test image's number below)", file_types=["image"])
+                    upload_a = gr.File(label="first image (or a test image's number below)", file_types=["image"],
+                                       elem_id="first_image")
                     upload_b = gr.File(label="second image (or a test image's number below)", file_types=["image"])
                 with gr.Row():
                     index_a = gr.Number(0, precision=0, label="first test image")

@@ -119,7 +119,11 @@ def test_the_glow_page_samples_interpolates_and_moves_along_a_class_direction(ti
         assert "16 samples at T=0.7" in pages.status_after(page, "sample", "samples at")
         assert pages.loaded_images(page, "samples", 1)
         page.get_by_role("tab", name="Interpolate").click()
-        assert "8 images from the first" in pages.status_after(page, "interpolate", "images from")
+        status = pages.status_after(page, "interpolate", "images from")
+        assert "8 images from test image 0 to test image 1" in status
+        pages.upload(page, "first_image", photo(tmp_path / "mine.png", 40, 30))  # any photo, made 28x28 grey
+        assert "from mine.png to test image 1" in pages.status_after(page, "interpolate", "mine.png")
+        assert pages.loaded_images(page, "interpolation", 1) == [(8 * 112 + 18, 116)]
         page.get_by_role("tab", name="Attribute").click()
         assert "reconstructed (left) and moved by 1" in pages.status_after(page, "move", "moved by")
         assert pages.loaded_images(page, "moved", 1)
