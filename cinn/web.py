@@ -28,6 +28,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ class PageError(Exception):
 @dataclass
 class PageContext:
     """What a task's page is built with: the ``gradio`` module, the server's :class:`Workspace`, the checkpoint the
-    page shows and a line that says what it holds (:func:`describe_checkpoint`), and the seed the page starts
+    page shows and a line that says what it holds (:meth:`cinn.task.Task.about`), and the seed the page starts
     with."""
 
     gradio: ModuleType
@@ -77,13 +78,16 @@ class PageContext:
 
 class Workspace:
     """The temporary folder of one server: Gradio's uploads and the results of every request; removed by
-    :meth:`close` (and by the context manager's exit).
+    :meth:`close` (and by the context manager's exit). The results of requests older than :data:`CACHE_SECONDS`
+    are removed whenever a new request asks for a folder.
 
     Example:
         >>> with Workspace() as workspace:
-        ...     folder = workspace.request_folder()
-        ...     folder.parent == workspace.root
-        True
+        ...     first = workspace.request_folder()
+        ...     os.utime(first, (0, 0))   # as if made in 1970
+        ...     second = workspace.request_folder()
+        ...     second.parent == workspace.root, first.exists()
+        (True, False)
         >>> workspace.root.exists()
         False
     """
@@ -92,7 +96,12 @@ class Workspace:
         self.root = Path(tempfile.mkdtemp(prefix="cinn-serve-"))
 
     def request_folder(self) -> Path:
-        """A new empty folder for one request's results."""
+        """A new empty folder for one request's results (the folders of requests older than
+        :data:`CACHE_SECONDS` are removed first)."""
+        cutoff = time.time() - CACHE_SECONDS
+        for old in self.root.glob("request-*"):
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix="request-", dir=self.root))
 
     def close(self) -> None:

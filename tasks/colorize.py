@@ -310,7 +310,8 @@ class ColorizeTask(Task[ColorizeConfig]):
         """Upload a photo (or pick a bundled one), choose colourings, temperature and seed: the grey input and the
         colourings at the photo's full resolution (PNG, each downloadable from the gallery)."""
         gr, colorizer = context.gradio, colorizer_for(run.model, run.conventions, run.device)
-        examples = context.workspace.request_folder()
+        examples = context.workspace.root / "examples"  # kept as long as the server runs
+        examples.mkdir()
         for name in PAGE_EXAMPLES:
             skimage_photo(name).convert("L").save(examples / f"{name}.png")
 
