@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import traceback
 from pathlib import Path
 
@@ -327,3 +328,17 @@ def test_tf32_is_set_both_ways_and_said():
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize("over, expected", [("steps", 0.5 * (1 + math.cos(math.pi * 1 / 1000))), ("time", 0.5)])
+def test_the_learning_rate_decay_follows_the_time_budget_when_asked(tmp_path, monkeypatch, over, expected):
+    trainer = tiny_trainer(tmp_path / "run", steps=1000, lr_decay="cosine", lr_decay_over=over, max_minutes=2.0,
+                           warmup_steps=0)
+    monkeypatch.setattr(Trainer, "elapsed_seconds", property(lambda self: 60.0))  # half the budget spent
+    trainer.scheduler.step()  # step 1 of 1000
+    assert trainer.learning_rate == pytest.approx(trainer.config.lr * expected)
+
+
+def test_a_decay_over_time_needs_a_time_budget():
+    with pytest.raises(ConfigError, match=r"decays over the time budget; set train\.max_minutes"):
+        TrainConfig(lr_decay="cosine", lr_decay_over="time").validate()

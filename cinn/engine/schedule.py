@@ -50,13 +50,21 @@ class BatchSchedule(Sampler[list[int]]):
             yield order[position * self.batch_size:(position + 1) * self.batch_size].tolist()
 
 
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, decay: str,
+                         time_fraction: float | None = None) -> float:
     """Multiplier of the base learning rate: linear warmup over ``warmup_steps``, then ``decay``
-    (``"none"``, ``"linear"`` to 0 or ``"cosine"`` to 0 at ``total_steps``)."""
+    (``"none"``, ``"linear"`` to 0 or ``"cosine"`` to 0 at ``total_steps``). With ``time_fraction`` (the share of
+    a time budget spent), the decay's progress is the larger of the steps' and the time's, so it also ends with
+    the budget.
+
+    Example:
+        >>> learning_rate_factor(100, 0, 200, "cosine"), learning_rate_factor(100, 0, 200, "cosine", 1.0)
+        (0.5, 0.0)
+    """
     warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     if decay == "none" or step < warmup_steps:
         return warmup
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    progress = min(1.0, max((step - warmup_steps) / max(1, total_steps - warmup_steps), time_fraction or 0.0))
     if decay == "linear":
         return 1.0 - progress
     if decay == "cosine":

@@ -41,6 +41,9 @@ class TrainConfig:
     """steps of linear learning-rate warm-up from 0"""
     lr_decay: Literal["none", "linear", "cosine"] = "none"
     """learning-rate decay after warm-up, down to 0 at the last step"""
+    lr_decay_over: Literal["steps", "time"] = "steps"
+    """what the decay runs over: steps (to 0 at train.steps), or time (to 0 at train.steps or at the end of
+    train.max_minutes, whichever comes first: a run its time budget stops ends its decay too)"""
     grad_clip: float | None = 50.0
     """clip the gradient's global norm to this; null (or 0): no clipping"""
     ema_decay: float | None = None
@@ -107,6 +110,8 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must lie in (0, 1), got {self.ema_decay}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
+        if self.lr_decay_over == "time" and self.max_minutes is None:
+            raise ConfigError("train.lr_decay_over=time decays over the time budget; set train.max_minutes")
         if self.keep == "best" and self.eval_every <= 0:
             raise ConfigError("train.keep=best needs evaluations to choose from; set train.eval_every")
         check_device_name(self.device, "train.device")

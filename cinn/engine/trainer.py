@@ -139,14 +139,14 @@ class Trainer:
             torch.set_flush_denormal(True)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.parameters, config)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: learning_rate_factor(step, config.warmup_steps, config.steps, config.lr_decay))
         self.ema: AveragedModel | None = None
         self.best: dict[str, Any] | None = None
         self.step = 0
         self.elapsed_before = 0.0
         self._session_start = time.monotonic()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, config.steps,
+                                                              config.lr_decay, self._time_fraction()))
         self._stop_signal: str | None = None
         self.non_finite = NonFiniteSteps(self.device)
         self._skips_on_device = bool(self.optimizer.defaults.get("fused"))
@@ -455,6 +455,17 @@ class Trainer:
             torch.distributed.all_reduce(value)
             value /= self.group.world_size
         return value
+
+    def _time_fraction(self) -> float | None:
+        """The share of the time budget spent, which the learning-rate decay follows with ``lr_decay_over: time``
+        (rank 0's, for every process); None when the decay runs over steps."""
+        if self.config.lr_decay_over != "time" or self.config.max_minutes is None:
+            return None
+        fraction = torch.tensor([self.elapsed_seconds / (60 * self.config.max_minutes)], dtype=torch.float64)
+        if self.group.distributed:
+            fraction = fraction.to(self.device)
+            torch.distributed.broadcast(fraction, src=0)
+        return float(fraction.item())
 
     def _out_of_time(self) -> bool:
         if self.config.max_minutes is None:
