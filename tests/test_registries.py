@@ -120,7 +120,7 @@ def test_a_model_of_registered_parts_trains_by_config_name_and_cinn_load_rebuild
 @pytest.mark.parametrize("override, message", [
     ("--model.coupling={map: tanh_affin}", "model.coupling: unknown coupling map 'tanh_affin'; known: additive"),
     ("--model.coupling.clamp=2", "model.coupling: coupling map 'sigmoid_affine' takes min_scale, not clamp"),
-    ("--model.subnet=deep", "model.subnet: unknown subnet 'deep'; known: cinn_conv, glow_conv"),
+    ("--model.subnet=deep", "model.subnet: unknown subnet 'deep'; known: cinn_conv, gated_attention, glow_conv"),
 ])
 def test_unknown_names_and_options_are_one_line_config_errors(override, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

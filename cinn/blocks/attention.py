@@ -12,7 +12,7 @@ its map's fixed scaling).
 * :func:`gated_attention` — Flow++'s coupling network (Ho et al. 2019): conv3x3 in → 2 × [gated residual conv
   block, gated self-attention block] → concat-ELU → zero 3x3 conv out.
 
-Attention costs ``O((H·W)²·width)`` time and ``O((H·W)²)`` memory per head, so these subnets suit the small maps a
+Attention costs ``O((H·W)²·width)`` time and ``O(heads·(H·W)²)`` memory, so these subnets suit the small maps a
 multi-scale flow works on (``H·W`` up to a few hundred positions).
 """
 
@@ -182,8 +182,8 @@ class GatedConvBlock(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        gated = F.glu(self.conv_gate(concat_elu(self.conv_in(concat_elu(x)))), dim=1)
-        return channel_layer_norm(self.norm, x + gated)
+        value, gate = self.conv_gate(concat_elu(self.conv_in(concat_elu(x)))).chunk(2, dim=1)
+        return channel_layer_norm(self.norm, x + value * torch.sigmoid(gate))  # F.glu's backward would be NCHW
 
 
 class GatedAttentionBlock(nn.Module):
