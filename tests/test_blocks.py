@@ -27,8 +27,10 @@ from cinn.blocks import (
     InvertibleConv1x1LU,
     LearnedPrior,
     OrthogonalPermutation,
+    Patchify,
     Split,
     Squeeze,
+    TransformerAutoregressiveBlock,
     conv_subnet,
     fc_subnet,
     gated_attention,
@@ -154,6 +156,13 @@ BLOCK_CASES = [
     BlockCase("class_prior_only", LearnedPrior, (3,), [(2,)], kwargs={"learn_top": False}),
     BlockCase("asinh_tails", AsinhTails, (2, 3, 3)),
     BlockCase("asinh_tails_flat", AsinhTails, (5,)),
+    BlockCase("patchify", Patchify, (2, 4, 6), kwargs={"patch_size": 2}),
+    BlockCase("transformer_autoregressive", TransformerAutoregressiveBlock, (4, 3),
+              kwargs={"width": 8, "layers": 1}),
+    BlockCase("transformer_autoregressive_conditional", TransformerAutoregressiveBlock, (4, 3), [(3,)],
+              kwargs={"width": 8, "layers": 1}),
+    BlockCase("transformer_autoregressive_reversed", TransformerAutoregressiveBlock, (4, 3),
+              kwargs={"width": 8, "layers": 1, "reverse_order": True}),
 ]
 CONDITIONAL_CASES = [case for case in BLOCK_CASES if case.condition_shapes]
 by_name: Callable[[BlockCase], str] = lambda case: case.name  # noqa: E731
@@ -201,7 +210,7 @@ def test_log_det_matches_brute_force_jacobian(case):
 
 
 def test_log_det_is_not_trivially_zero_for_volume_changing_blocks(case):
-    volume_preserving = (Squeeze, HaarDownsampling, OrthogonalPermutation, ChannelPermutation)
+    volume_preserving = (Squeeze, HaarDownsampling, OrthogonalPermutation, ChannelPermutation, Patchify)
     block = case.build()
     x, conditions = case.inputs()
     _, log_det = call(block, [x], conditions, rev=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from invertibility import brute_force_log_det, max_abs_difference, perturb_
 
-from cinn import build_cinn, build_cinn_fc, build_glow
+from cinn import build_cinn, build_cinn_fc, build_glow, build_tarflow
 from cinn.blocks import Additive, CouplingBlock, SigmoidAffine, SoftClampAffine
 from cinn.models import Flow, standard_normal_log_prob
 
@@ -49,6 +49,7 @@ def image(*shape: int) -> Callable[[torch.Generator], torch.Tensor]:
 
 
 TINY_GLOW = {"n_levels": 2, "steps_per_level": 2, "hidden_channels": 8}
+TINY_TARFLOW = {"patch_size": 4, "width": 8, "n_blocks": 2, "layers_per_block": 1}
 MODEL_CASES = [
     ModelCase("glow_affine_lu", lambda: build_glow((3, 4, 4), **TINY_GLOW)),
     ModelCase("glow_additive_plain", lambda: build_glow((2, 4, 4), **TINY_GLOW, coupling="additive",
@@ -92,6 +93,9 @@ MODEL_CASES = [
     ModelCase("cinn_fc_asinh_subnet_inputs", lambda: build_cinn_fc(  # configs/mnist/fc.yaml's model
         (1, 4, 4), 3, n_blocks=2, hidden_features=8, class_affine="latent", heavy_tails=True,
         subnet_inputs="asinh"), labels(3)),
+    ModelCase("tarflow", lambda: build_tarflow((1, 8, 8), **TINY_TARFLOW)),
+    ModelCase("tarflow_class_conditional", lambda: build_tarflow((1, 8, 8), **TINY_TARFLOW, n_classes=3),
+              labels(3)),
 ]
 CONDITIONAL_MODELS = [case for case in MODEL_CASES if case.condition]
 by_name = lambda case: case.name  # noqa: E731
@@ -347,3 +351,11 @@ def test_channels_last_models_never_convert_layouts_in_training():
     assert _conv_layouts_during_a_training_step(cinn, torch.rand(2, 2, 8, 8), torch.rand(2, 1, 8, 8)) == {
         "input nhwc", "grad nhwc"}
     assert glow.sample(2).is_contiguous()
+
+
+@pytest.mark.parametrize("subnet", ["vit_attention", "gated_attention"])
+def test_attention_subnets_keep_a_channels_last_flow_nhwc_in_training(subnet):
+    """Tokens are an NHWC map's view, and no gate's backward hands a convolution an NCHW gradient."""
+    torch.manual_seed(0)
+    glow = build_glow((3, 8, 8), n_levels=2, steps_per_level=1, hidden_channels=8, subnet=subnet)
+    assert _conv_layouts_during_a_training_step(glow, torch.rand(2, 3, 8, 8)) == {"input nhwc", "grad nhwc"}

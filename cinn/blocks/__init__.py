@@ -13,6 +13,7 @@ name (:data:`COUPLING_MAPS`); the builders choose its subnets by name (:data:`SU
 
 from cinn.blocks.actnorm import ActNorm
 from cinn.blocks.attention import gated_attention, vit_attention
+from cinn.blocks.autoregressive import Patchify, TransformerAutoregressiveBlock
 from cinn.blocks.coupling import CouplingBlock
 from cinn.blocks.coupling_maps import (
     COUPLING_MAPS,
@@ -61,12 +62,14 @@ __all__ = [
     "LearnedPrior",
     "LogisticMixtureCdf",
     "OrthogonalPermutation",
+    "Patchify",
     "PointwiseConv2d",
     "RationalQuadraticSpline",
     "SigmoidAffine",
     "SoftClampAffine",
     "Split",
     "Squeeze",
+    "TransformerAutoregressiveBlock",
     "ZeroConv2d",
     "conv_subnet",
     "coupling_map",

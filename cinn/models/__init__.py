@@ -6,6 +6,7 @@ from cinn.models.flow import Flow, standard_normal_log_prob
 from cinn.models.glow import build_glow
 from cinn.models.inverted_backprop import InvertingBackprop, with_backprop
 from cinn.models.regressor import GaussianRegressor, UpsamplingHead, build_regressor
+from cinn.models.tarflow import build_tarflow
 
 __all__ = [
     "Flow",
@@ -19,6 +20,7 @@ __all__ = [
     "build_cinn_fc",
     "build_glow",
     "build_regressor",
+    "build_tarflow",
     "standard_normal_log_prob",
     "with_backprop",
 ]

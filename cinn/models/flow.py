@@ -11,6 +11,7 @@ import torch
 from FrEIA.modules import Flatten, InvertibleModule
 from torch import Tensor, nn
 
+from cinn.blocks import Patchify
 from cinn.blocks._shapes import sum_per_sample
 from cinn.models.arguments import require_batch, require_count, require_inputs, require_temperature, require_tensor
 
@@ -212,8 +213,9 @@ class Flow(nn.Module):
     @property
     def takes_any_size(self) -> bool:
         """Whether the flow runs on images of other heights and widths than ``input_shape`` (a fully convolutional
-        image model: no block flattens its input)."""
-        return len(self.input_shape) == 3 and not any(isinstance(block, Flatten) for block in self.blocks)
+        image model: no block flattens its input or cuts it into a fixed number of tokens)."""
+        fixed_size = (Flatten, Patchify)
+        return len(self.input_shape) == 3 and not any(isinstance(block, fixed_size) for block in self.blocks)
 
     def transform_with_conditions(self, x: Tensor, conditions: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         """:meth:`transform` for the blocks' condition tensors (the output of :meth:`conditions`)."""

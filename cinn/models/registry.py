@@ -34,8 +34,8 @@ MAX_WIDTH = 8192
 MAX_SPEC_ITEMS = 256
 """The most numbers, strings and containers a spec's arguments may hold in all (a spec has a few dozen)."""
 
-_WIDTHS = ("hidden_channels", "hidden_features", "n_classes")
-_DEPTHS = ("n_levels", "steps_per_level", "blocks_per_level", "n_blocks")
+_WIDTHS = ("hidden_channels", "hidden_features", "n_classes", "width")
+_DEPTHS = ("n_levels", "steps_per_level", "blocks_per_level", "n_blocks", "layers_per_block")
 _SHAPES = ("input_shape", "condition_shape")
 
 
