@@ -10,7 +10,7 @@ from invertibility import perturb_
 
 import cinn
 from cinn.blocks import TransformerAutoregressiveBlock
-from cinn.blocks.autoregressive import CausalSelfAttention
+from cinn.blocks.attention import MultiHeadSelfAttention
 from cinn.engine import save_checkpoint
 from cinn.engine.checkpoint import model_info
 from cinn.models.registry import model_spec
@@ -65,8 +65,8 @@ def test_the_cached_inverse_is_the_naive_inverse_and_runs_each_layer_once_per_to
     block = perturbed_block(reverse_order, conditional)
     conditions = conditions_for(conditional, 4)
     z = torch.randn(4, TOKENS, FEATURES, dtype=torch.float64)
-    tokens_seen: dict[CausalSelfAttention, list[int]] = {}
-    attentions = [module for module in block.modules() if isinstance(module, CausalSelfAttention)]
+    tokens_seen: dict[MultiHeadSelfAttention, list[int]] = {}
+    attentions = [module for module in block.modules() if isinstance(module, MultiHeadSelfAttention)]
     hooks = [attention.register_forward_hook(
         lambda module, inputs, _: tokens_seen.setdefault(module, []).append(inputs[0].shape[1]))
         for attention in attentions]

@@ -84,12 +84,34 @@ def to_image(tokens: Tensor, rows: int, cols: int) -> Tensor:
     return tokens.reshape(tokens.shape[0], rows, cols, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
+class KeyValueCache:
+    """The keys and values, ``(B, heads, t, d)`` each, of the ``t`` tokens an attention layer has seen so far in
+    a sequential pass (None before the first)."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    def extend(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the new tokens' keys and values; return all of them. Concatenated (not written into a
+        preallocated buffer) so that the sequential pass stays differentiable; the copy costs no more than the
+        attention that reads the cache anyway."""
+        if self.keys is not None and self.values is not None:
+            keys, values = torch.cat([self.keys, keys], dim=2), torch.cat([self.values, values], dim=2)
+        self.keys, self.values = keys, values
+        return keys, values
+
+
 class MultiHeadSelfAttention(nn.Module):
     r"""Multi-head self-attention over tokens: ``[Q, K, V] = t W_qkv``, per head
-    ``softmax(Q Kᵀ/√d) V`` (:func:`torch.nn.functional.scaled_dot_product_attention`), heads concatenated, then
-    a linear map to ``out_features`` (default ``channels``).
+    ``softmax(Q Kᵀ/√d + M) V`` (:func:`torch.nn.functional.scaled_dot_product_attention`), heads concatenated,
+    then a linear map to ``out_features`` (default ``channels``). ``M = 0``, or with ``causal`` the mask that lets
+    token ``t`` attend to tokens ``≤ t`` only. Given a :class:`KeyValueCache` (causal attention, one token at a
+    time), ``t`` holds the next token only: it attends to the cached tokens and itself, and its keys and values
+    join the cache.
 
-    Shapes: ``(B, N, channels) → (B, N, out_features)``; ``heads`` divides ``channels``, ``d = channels/heads``.
+    Shapes: ``(B, N, channels) → (B, N, out_features)``; ``heads`` divides ``channels``, ``d = channels/heads``;
+    ``N = 1`` with a cache.
 
     Example:
         >>> attention = MultiHeadSelfAttention(16, heads=2)
@@ -97,38 +119,55 @@ class MultiHeadSelfAttention(nn.Module):
         torch.Size([3, 10, 16])
     """
 
-    def __init__(self, channels: int, heads: int, out_features: int | None = None):
+    def __init__(self, channels: int, heads: int, out_features: int | None = None, causal: bool = False):
         super().__init__()
         if channels % heads:
             raise ValueError(f"{channels} channels do not split into {heads} heads; use a divisor of {channels}")
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.qkv = nn.Linear(channels, 3 * channels)
         self.project = nn.Linear(channels, out_features or channels)
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, cache: KeyValueCache | None = None) -> Tensor:
         batch, count, channels = tokens.shape
         q, k, v = self.qkv(tokens).view(batch, count, 3, self.heads, channels // self.heads).permute(2, 0, 3, 1, 4)
-        mixed = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
+        if cache is None:
+            mixed = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, heads, N, d)
+        else:
+            if count != 1 or not self.causal:
+                raise ValueError(f"a cached attention step takes one token of causal attention, got {count}")
+            # No mask: the one query is the newest token and sees every cached one (is_causal would align the
+            # mask top-left and let it see only the first).
+            mixed = F.scaled_dot_product_attention(q, *cache.extend(k, v))
         return self.project(mixed.transpose(1, 2).reshape(batch, count, channels))
 
 
 class TransformerBlock(nn.Module):
     r"""A pre-LayerNorm transformer block on tokens ``t`` of ``channels`` features:
 
-        ``t ← t + MHSA(LN(t))``,  ``t ← t + W₂ GELU(W₁ LN(t))``  (``W₁``: ``channels → 4·channels``).
+        ``t ← t + MHSA(LN(t))``,  ``t ← t + W₂ GELU(W₁ LN(t))``  (``W₁``: ``channels → 4·channels``),
+
+    the attention causal when asked (:class:`MultiHeadSelfAttention`; then token ``t`` of the output depends on
+    tokens ``≤ t`` only, and a :class:`KeyValueCache` runs it one token at a time).
 
     Shapes: ``(B, N, channels) → (B, N, channels)``.
+
+    Example (causal, all tokens at once or one at a time):
+        >>> layer, t = TransformerBlock(16, heads=2, causal=True), torch.randn(1, 5, 16)
+        >>> cache = KeyValueCache()
+        >>> steps = torch.cat([layer(t[:, k:k + 1], cache) for k in range(5)], dim=1)
+        >>> torch.allclose(steps, layer(t), atol=1e-6)
+        True
     """
 
-    def __init__(self, channels: int, heads: int):
+    def __init__(self, channels: int, heads: int, causal: bool = False):
         super().__init__()
         self.attention_norm = nn.LayerNorm(channels)
-        self.attention = MultiHeadSelfAttention(channels, heads)
+        self.attention = MultiHeadSelfAttention(channels, heads, causal=causal)
         self.mlp_norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        tokens = tokens + self.attention(self.attention_norm(tokens))
+    def forward(self, tokens: Tensor, cache: KeyValueCache | None = None) -> Tensor:
+        tokens = tokens + self.attention(self.attention_norm(tokens), cache)
         return tokens + self.mlp(self.mlp_norm(tokens))
 
 

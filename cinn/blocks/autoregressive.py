@@ -17,7 +17,7 @@ from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
 from cinn.blocks._shapes import exact_precision, per_sample, sum_per_sample
-from cinn.blocks.attention import attention_heads, to_image, to_tokens
+from cinn.blocks.attention import KeyValueCache, TransformerBlock, attention_heads, to_image, to_tokens
 from cinn.blocks.subnets import zero_linear
 
 
@@ -71,91 +71,13 @@ class Patchify(InvertibleModule):
         return [(rows * cols, input_dims[0][0] * self.patch_size ** 2)]
 
 
-class KeyValueCache:
-    """The keys and values, ``(B, heads, t, d)`` each, of the ``t`` tokens an attention layer has seen so far in
-    a sequential pass (None before the first)."""
-
-    def __init__(self) -> None:
-        self.keys: Tensor | None = None
-        self.values: Tensor | None = None
-
-    def extend(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Append the new tokens' keys and values; return all of them. Concatenated (not written into a
-        preallocated buffer) so that the sequential pass stays differentiable; the copy costs no more than the
-        attention that reads the cache anyway."""
-        if self.keys is not None and self.values is not None:
-            keys, values = torch.cat([self.keys, keys], dim=2), torch.cat([self.values, values], dim=2)
-        self.keys, self.values = keys, values
-        return keys, values
-
-
-class CausalSelfAttention(nn.Module):
-    r"""Multi-head self-attention in which token ``t`` attends to tokens ``≤ t``: ``[Q, K, V] = h W_qkv``, per head
-    ``softmax(Q Kᵀ/√d + M) V`` with ``M`` the causal mask
-    (:func:`torch.nn.functional.scaled_dot_product_attention`), heads concatenated, then a linear map.
-
-    Given a :class:`KeyValueCache`, ``h`` holds the next token only: it attends to the cached tokens and itself,
-    and its keys and values join the cache.
-
-    Shapes: ``(B, N, width) → (B, N, width)``; ``N = 1`` with a cache.
-
-    Example:
-        >>> attention, h = CausalSelfAttention(16, heads=2), torch.randn(1, 5, 16)
-        >>> cache = KeyValueCache()
-        >>> steps = torch.cat([attention(h[:, t:t + 1], cache) for t in range(5)], dim=1)
-        >>> torch.allclose(steps, attention(h), atol=1e-6)
-        True
-    """
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        if width % heads:
-            raise ValueError(f"width {width} does not split into {heads} heads; use a divisor of {width}")
-        self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.project = nn.Linear(width, width)
-
-    def forward(self, h: Tensor, cache: KeyValueCache | None = None) -> Tensor:
-        batch, count, width = h.shape
-        q, k, v = self.qkv(h).view(batch, count, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        if cache is None:
-            mixed = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            if count != 1:
-                raise ValueError(f"a cached attention step takes one token, got {count}")
-            # No mask: the one query is the newest token and sees every cached one (is_causal would align the
-            # mask top-left and let it see only the first).
-            mixed = F.scaled_dot_product_attention(q, *cache.extend(k, v))
-        return self.project(mixed.transpose(1, 2).reshape(batch, count, width))
-
-
-class CausalTransformerLayer(nn.Module):
-    r"""A pre-LayerNorm transformer layer with causal attention (:class:`CausalSelfAttention`):
-
-        ``h ← h + MHSA_causal(LN(h))``,  ``h ← h + W₂ GELU(W₁ LN(h))``  (``W₁``: ``width → 4·width``).
-
-    Shapes: ``(B, N, width) → (B, N, width)``; token ``t`` of the output depends on tokens ``≤ t`` only.
-    """
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.attention_norm = nn.LayerNorm(width)
-        self.attention = CausalSelfAttention(width, heads)
-        self.mlp_norm = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-
-    def forward(self, h: Tensor, cache: KeyValueCache | None = None) -> Tensor:
-        h = h + self.attention(self.attention_norm(h), cache)
-        return h + self.mlp(self.mlp_norm(h))
-
-
 class TransformerAutoregressiveBlock(InvertibleModule):
     r"""TarFlow's block: an affine autoregressive flow over ``T`` tokens whose parameters come from a causal
     transformer (Zhai et al. 2024).
 
     With the tokens shifted by one, ``s = (0, x_0, …, x_{T−2})``, the network computes
 
-        ``h = W_in s + P [+ W_c c]``,  ``h ← layers × CausalTransformerLayer(h)``,
+        ``h = W_in s + P [+ W_c c]``,  ``h ← layers × TransformerBlock(h)`` (causal),
         ``[μ, a] = W_out LN(h)``  (``W_out`` zero-initialised),  ``α = clamp·tanh(a/clamp)``
 
     with ``P`` a learned position embedding ``(T, width)`` and ``c`` an optional one-hot class vector added to
@@ -214,7 +136,7 @@ class TransformerAutoregressiveBlock(InvertibleModule):
         self.position = nn.Parameter(0.02 * torch.randn(self.tokens, width))
         self.class_embedding = nn.Linear(self.dims_c[0][0], width) if self.dims_c else None
         heads = attention_heads(width) if heads is None else heads
-        self.layers = nn.ModuleList(CausalTransformerLayer(width, heads) for _ in range(layers))
+        self.layers = nn.ModuleList(TransformerBlock(width, heads, causal=True) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.out = zero_linear(width, 2 * self.features)
 
