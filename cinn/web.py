@@ -188,6 +188,19 @@ def page_seed(value: float | None) -> int:
     return int(value)
 
 
+def test_image_index(value: float | None, count: int) -> int:
+    """The test image a page's number field names (a float, or None when cleared), checked: a :class:`PageError`
+    unless it is a whole number from 0 to ``count − 1``.
+
+    Example:
+        >>> test_image_index(3.0, count=10)
+        3
+    """
+    if value is None or value != int(value) or not 0 <= value < count:
+        raise PageError(f"a test image's number must be a whole number from 0 to {count - 1}")
+    return int(value)
+
+
 def page_grid(images: Tensor, path: Path, nrow: int) -> Path:
     """Images ``(N, C, H, W)`` in ``[0, 1]`` saved as one PNG grid at ``path`` for a page, each enlarged by a whole
     factor (nearest neighbour, so pixels stay sharp) until its longer side is at least :data:`PAGE_IMAGE_SIDE`.

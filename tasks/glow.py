@@ -37,7 +37,16 @@ from cinn.models.flow import Condition
 from cinn.models.registry import model_spec
 from cinn.task import MAX_BLOCKS, Command, ImageDataConfig, Task, TrainedRun, check_coupling_and_subnet
 from cinn.viz import save_grid
-from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_grid, page_seed, square_upload
+from cinn.web import (
+    CACHE_SECONDS,
+    PageContext,
+    PageError,
+    answered,
+    page_grid,
+    page_seed,
+    square_upload,
+    test_image_index,
+)
 
 
 @dataclass
@@ -336,10 +345,9 @@ class GlowTask(Task[GlowConfig]):
                 return square_upload(upload, shape), label_of(choice), Path(upload).name
             if test_set is None:
                 raise PageError("the test images are not on this machine: upload two images")
-            if index is None or not 0 <= index < len(test_set) or index != int(index):
-                raise PageError(f"a test image's number must be a whole number from 0 to {len(test_set) - 1}")
-            image, label = test_set[int(index)]
-            return image, int(label), f"test image {int(index)}"
+            index = test_image_index(index, len(test_set))
+            image, label = test_set[index]
+            return image, int(label), f"test image {index}"
 
         def interpolate(upload_a: str | None, index_a: float, upload_b: str | None, index_b: float, steps: float,
                         choice: str | None, seed: float) -> tuple[Any, ...]:

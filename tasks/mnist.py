@@ -42,7 +42,16 @@ from cinn.models import build_cinn, build_cinn_fc
 from cinn.models.registry import model_spec
 from cinn.task import MAX_BLOCKS, CinnModelConfig, Command, ImageDataConfig, Task, TrainedRun
 from cinn.viz import save_grid
-from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_grid, page_seed, square_upload
+from cinn.web import (
+    CACHE_SECONDS,
+    PageContext,
+    PageError,
+    answered,
+    page_grid,
+    page_seed,
+    square_upload,
+    test_image_index,
+)
 
 MAX_PCA_AXES, MAX_PCA_STEPS = 64, 64  # the walks along all axes are decoded in one batch
 MAX_PCA_RANGE = 100.0  # in standard deviations: far beyond it, a walk decodes only overflow
@@ -269,11 +278,10 @@ class ClassConditionalTask(Task[MnistConfig]):
                 source = f"the uploaded image as {label!r}"
             elif test_set is None:
                 raise PageError("the test images are not on this machine: upload an image")
-            elif index is None or index != int(index) or not 0 <= index < len(test_set):
-                raise PageError(f"a test image's number must be a whole number from 0 to {len(test_set) - 1}")
             else:
-                x, c, labels = self.held_out_inputs(run, test_set, [int(index)], page_seed(seed))
-                source = f"test image {int(index)}, a {names[int(labels[0])]!r}"
+                index = test_image_index(index, len(test_set))
+                x, c, labels = self.held_out_inputs(run, test_set, [index], page_seed(seed))
+                source = f"test image {index}, a {names[int(labels[0])]!r}"
             with torch.no_grad():
                 every_class = [torch.full((1,), k, device=run.device) for k in range(n_classes)]
                 moved = transfer_style(model, x, c, every_class)
