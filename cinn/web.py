@@ -188,12 +188,12 @@ def page_seed(value: float | None) -> int:
     return int(value)
 
 
-def test_image_index(value: float | None, count: int) -> int:
+def held_out_index(value: float | None, count: int) -> int:
     """The test image a page's number field names (a float, or None when cleared), checked: a :class:`PageError`
     unless it is a whole number from 0 to ``count − 1``.
 
     Example:
-        >>> test_image_index(3.0, count=10)
+        >>> held_out_index(3.0, count=10)
         3
     """
     if value is None or value != int(value) or not 0 <= value < count:

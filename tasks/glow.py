@@ -42,10 +42,10 @@ from cinn.web import (
     PageContext,
     PageError,
     answered,
+    held_out_index,
     page_grid,
     page_seed,
     square_upload,
-    test_image_index,
 )
 
 
@@ -345,7 +345,7 @@ class GlowTask(Task[GlowConfig]):
                 return square_upload(upload, shape), label_of(choice), Path(upload).name
             if test_set is None:
                 raise PageError("the test images are not on this machine: upload two images")
-            index = test_image_index(index, len(test_set))
+            index = held_out_index(index, len(test_set))
             image, label = test_set[index]
             return image, int(label), f"test image {index}"
 

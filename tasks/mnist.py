@@ -47,10 +47,10 @@ from cinn.web import (
     PageContext,
     PageError,
     answered,
+    held_out_index,
     page_grid,
     page_seed,
     square_upload,
-    test_image_index,
 )
 
 MAX_PCA_AXES, MAX_PCA_STEPS = 64, 64  # the walks along all axes are decoded in one batch
@@ -279,7 +279,7 @@ class ClassConditionalTask(Task[MnistConfig]):
             elif test_set is None:
                 raise PageError("the test images are not on this machine: upload an image")
             else:
-                index = test_image_index(index, len(test_set))
+                index = held_out_index(index, len(test_set))
                 x, c, labels = self.held_out_inputs(run, test_set, [index], page_seed(seed))
                 source = f"test image {index}, a {names[int(labels[0])]!r}"
             with torch.no_grad():
