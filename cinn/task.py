@@ -82,8 +82,8 @@ from cinn.engine.checkpoint import (
 from cinn.engine.hooks import Samples
 from cinn.engine.run import RunDirectory, check_batch_size, require_resumable, resumed_config
 from cinn.engine.train_config import MAX_SEED
-from cinn.models import Flow
-from cinn.models.registry import MAX_BLOCKS, MAX_IMAGE_SIZE, build_from_spec
+from cinn.models import Flow, build_tarflow
+from cinn.models.registry import MAX_BLOCKS, MAX_IMAGE_SIZE, build_from_spec, model_spec
 from cinn.viz import save_grid
 from cinn.web import PageContext, Workspace, open_gradio
 
@@ -109,8 +109,13 @@ class ImageDataConfig:
     """channels of a folder's images: 3 (RGB) or 1 (grey)"""
     n_bits: int = 8
     """bits per colour channel the images are quantised to (1-8)"""
+    validation_images: int = 0
+    """hold the last N training images out of training and evaluate on them (a validation split to tune on, the
+    test split untouched); 0: train on all training images, evaluate on the test split"""
 
     def validate(self) -> None:
+        if self.validation_images < 0:
+            raise ConfigError(f"data.validation_images must be 0 or more, got {self.validation_images}")
         if not 1 <= self.n_bits <= 8:
             raise ConfigError(f"data.n_bits must be between 1 and 8, got {self.n_bits}")
         if not 1 <= self.image_size <= MAX_IMAGE_SIZE or self.channels not in (1, 3):
@@ -145,6 +150,82 @@ class CinnModelConfig:
         if self.n_levels * self.blocks_per_level > MAX_BLOCKS:
             raise ConfigError(f"model.n_levels x model.blocks_per_level must be at most {MAX_BLOCKS} couplings, "
                               f"got {self.n_levels} x {self.blocks_per_level}")
+
+
+def split_description(data: ImageDataConfig) -> str:
+    """What an evaluation split is, for the lines that report on it.
+
+    Example:
+        >>> split_description(ImageDataConfig(dataset="mnist", validation_images=5000))
+        'mnist, 8-bit, validation split (the last 5000 training images)'
+    """
+    if not data.validation_images:
+        return f"{data.dataset}, {data.n_bits}-bit"
+    return (f"{data.dataset}, {data.n_bits}-bit, validation split (the last {data.validation_images} training "
+            "images)")
+
+
+def validation_split(training_images: Dataset, count: int, train: bool) -> Dataset:
+    """The training images but the last ``count`` (``train=True``), or those last ``count`` (``train=False``): a
+    validation split that leaves the test split untouched (``data.validation_images``).
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> images = TensorDataset(torch.arange(10))
+        >>> len(validation_split(images, 3, train=True)), validation_split(images, 3, train=False)[0]
+        (7, (tensor(7),))
+    """
+    if not 0 < count < len(training_images):
+        raise ConfigError(f"data.validation_images must be from 1 to {len(training_images) - 1} (the training "
+                          f"split holds {len(training_images)} images), got {count}")
+    kept = len(training_images) - count
+    return Subset(training_images, range(kept) if train else range(kept, len(training_images)))
+
+
+@dataclass
+class TarflowConfig:
+    """The ``model.tarflow:`` settings of a TarFlow (:func:`~cinn.models.build_tarflow`), the model of a task whose
+    ``model.architecture`` is ``tarflow``."""
+
+    patch_size: int = 4
+    """side of the square patches cut into tokens (it must divide the image size)"""
+    width: int = 128
+    """channels of the causal transformers"""
+    n_blocks: int = 4
+    """autoregressive flow blocks, the token order reversed in every second one"""
+    layers_per_block: int = 4
+    """transformer layers in each block"""
+    heads: int | None = None
+    """attention heads (null: heads of 64 channels or fewer)"""
+    clamp: float = 2.0
+    """soft bound on each block's log-scale"""
+
+    def validate(self) -> None:
+        if min(self.patch_size, self.width, self.n_blocks, self.layers_per_block) < 1 or self.clamp <= 0:
+            raise ConfigError("model.tarflow.patch_size, width, n_blocks, layers_per_block and clamp must be "
+                              "positive")
+        if self.heads is not None and (self.heads < 1 or self.width % self.heads):
+            raise ConfigError(f"model.tarflow.heads must divide model.tarflow.width {self.width}, got "
+                              f"{self.heads}")
+        if self.n_blocks * self.layers_per_block > MAX_BLOCKS:
+            raise ConfigError(f"model.tarflow.n_blocks x layers_per_block must be at most {MAX_BLOCKS} "
+                              f"transformer layers, got {self.n_blocks} x {self.layers_per_block}")
+
+    def spec(self, image_shape: Sequence[int], n_classes: int) -> dict[str, Any]:
+        """The model spec of this TarFlow for images of ``image_shape`` (class-conditional with ``n_classes > 0``).
+
+        Example:
+            >>> TarflowConfig(width=64).spec([1, 28, 28], 10)["arguments"]["width"]
+            64
+        """
+        image_size = tuple(image_shape)[1:]
+        if any(side % self.patch_size for side in image_size):
+            raise ConfigError(f"model.tarflow.patch_size {self.patch_size} does not divide the image size "
+                              f"{'x'.join(map(str, image_size))}; use a divisor of both sides")
+        return model_spec(build_tarflow, input_shape=image_shape, patch_size=self.patch_size, width=self.width,
+                          n_blocks=self.n_blocks, layers_per_block=self.layers_per_block, heads=self.heads,
+                          n_classes=n_classes, clamp=self.clamp)
 
 
 def check_coupling_and_subnet(coupling: dict[str, Any], subnet: str | None) -> None:
@@ -395,6 +476,8 @@ class Task(ABC, Generic[C]):
         result = evaluate_bits_per_dim(run.model, eval_set, objective, batch_size=args.batch_size, seed=args.seed,
                                        device=run.device, limit=args.limit)
         print(self.describe_bits_per_dim(result, run.config, where))
+        if args.bits_only:
+            return
         if getattr(objective, "class_conditional", False):  # the condition is the image's class
             n_classes = run.conventions["n_classes"]
             batches = prepared_batches(eval_set, objective, batch_size=args.batch_size, seed=args.seed,
@@ -510,6 +593,9 @@ class Task(ABC, Generic[C]):
             command.add_argument("--batch-size", type=cli.positive_int, default=self.eval_batch_size)
             command.add_argument("--limit", type=cli.positive_int, default=limit,
                                  help="use only the first N held-out images")
+        evaluate.add_argument("--bits-only", action="store_true",
+                              help="print the bits/dim alone (to compare runs quickly: no Bayes-rule accuracy, no "
+                                   "task measures)")
         self.add_eval_arguments(evaluate)
         upgrade = commands.add_parser("upgrade", help="rewrite a checkpoint of an earlier cinn in the current "
                                                       "format")

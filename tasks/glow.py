@@ -35,7 +35,17 @@ from cinn.latent import AttributeDirection, attribute_direction, interpolate_lat
 from cinn.models import build_glow
 from cinn.models.flow import Condition
 from cinn.models.registry import model_spec
-from cinn.task import MAX_BLOCKS, Command, ImageDataConfig, Task, TrainedRun, check_coupling_and_subnet
+from cinn.task import (
+    MAX_BLOCKS,
+    Command,
+    ImageDataConfig,
+    TarflowConfig,
+    Task,
+    TrainedRun,
+    check_coupling_and_subnet,
+    split_description,
+    validation_split,
+)
 from cinn.viz import save_grid
 from cinn.web import (
     CACHE_SECONDS,
@@ -48,9 +58,17 @@ from cinn.web import (
     square_upload,
 )
 
+GLOW_ONLY = ("n_levels", "steps_per_level", "hidden_channels", "coupling", "subnet", "permutation",
+             "learn_top_prior", "split_prior", "channels_last")
+"""The ``model:`` settings of the glow architecture, which a TarFlow (``model.architecture: tarflow``) leaves at
+their defaults."""
+
 
 @dataclass
 class ModelConfig:
+    architecture: Literal["glow", "tarflow"] = "glow"
+    """glow: multi-scale couplings (Kingma & Dhariwal 2018); tarflow: causal transformer flows over patch tokens
+    (Zhai et al. 2024; model.tarflow)"""
     n_levels: int = 2
     """scales: each squeezes 2x2 pixels into channels and (but the last) splits half the channels off"""
     steps_per_level: int = 8
@@ -72,8 +90,19 @@ class ModelConfig:
     """condition the priors on the image's class (needs a labelled dataset)"""
     channels_last: bool | None = None
     """memory layout: true NHWC, false NCHW, null timed on this machine when training starts (cached)"""
+    tarflow: TarflowConfig = field(default_factory=TarflowConfig)
+    """tarflow: the transformer flow's settings"""
 
     def validate(self) -> None:
+        defaults = ModelConfig()
+        if self.architecture == "tarflow":
+            changed = [f"model.{name}" for name in GLOW_ONLY if getattr(self, name) != getattr(defaults, name)]
+        else:
+            changed = ["model.tarflow"] if self.tarflow != defaults.tarflow else []
+        if changed:
+            other = "glow" if self.architecture == "tarflow" else "tarflow"
+            raise ConfigError(f"{', '.join(changed)}: only the {other} architecture has this; "
+                              f"model.architecture is {self.architecture}")
         if self.n_levels < 1 or self.steps_per_level < 1 or self.hidden_channels < 1:
             raise ConfigError("model.n_levels, model.steps_per_level and model.hidden_channels must be positive")
         check_coupling_and_subnet(self.coupling, self.subnet)
@@ -161,26 +190,32 @@ def prepared_inputs(dataset: Dataset, indices: Tensor, objective: Objective, bat
 class GlowTask(Task[GlowConfig]):
     name, config_class, description, benchmarks = "glow", GlowConfig, __doc__, True
 
-    def train_data(self, config: GlowConfig, root: str | None = None):
+    def split(self, config: GlowConfig, train: bool, root: str | None = None):
+        """The training split (``train=True``) or the evaluation split: the test split, or with
+        ``data.validation_images`` the last training images, which training then leaves out."""
         data = config.data
-        return load_dataset(data.dataset, root or data.root, train=True, image_size=data.image_size,
-                            channels=data.channels)
+        images = load_dataset(data.dataset, root or data.root, train=train or data.validation_images > 0,
+                              image_size=data.image_size, channels=data.channels)
+        return validation_split(images, data.validation_images, train) if data.validation_images else images
+
+    def train_data(self, config: GlowConfig, root: str | None = None):
+        return self.split(config, train=True, root=root)
 
     def eval_data(self, config: GlowConfig, data: str | None):
-        settings = config.data
-        test_set = load_dataset(settings.dataset, data or settings.root, train=False,
-                                image_size=settings.image_size, channels=settings.channels)
-        return test_set, f"{settings.dataset}, {settings.n_bits}-bit"
+        return self.split(config, train=False, root=data), split_description(config.data)
 
     def model_spec(self, config: GlowConfig, facts: dict[str, Any]) -> dict[str, Any]:
         model = config.model
         if model.class_conditional and facts["n_classes"] < 2:
             raise ConfigError(f"model.class_conditional needs a labelled dataset; {config.data.dataset} has none")
+        n_classes = facts["n_classes"] if model.class_conditional else 0
+        if model.architecture == "tarflow":
+            return model.tarflow.spec(facts["image_shape"], n_classes)
         return model_spec(build_glow, input_shape=facts["image_shape"], n_levels=model.n_levels,
                           steps_per_level=model.steps_per_level, hidden_channels=model.hidden_channels,
                           coupling=map_spec(model.coupling), subnet=model.subnet, permutation=model.permutation,
                           learn_top_prior=model.learn_top_prior, split_prior=model.split_prior,
-                          n_classes=facts["n_classes"] if model.class_conditional else 0, seed=config.train.seed,
+                          n_classes=n_classes, seed=config.train.seed,
                           channels_last=model.channels_last)
 
     def conventions(self, config: GlowConfig, facts: dict[str, Any]) -> dict[str, Any]:

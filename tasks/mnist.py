@@ -40,7 +40,17 @@ from cinn.engine import DequantizedImages, GaussianNoiseImages, Objective, Train
 from cinn.latent import LatentPCA, flatten_latents, transfer_style, unflatten_latents
 from cinn.models import build_cinn, build_cinn_fc
 from cinn.models.registry import model_spec
-from cinn.task import MAX_BLOCKS, CinnModelConfig, Command, ImageDataConfig, Task, TrainedRun
+from cinn.task import (
+    MAX_BLOCKS,
+    CinnModelConfig,
+    Command,
+    ImageDataConfig,
+    TarflowConfig,
+    Task,
+    TrainedRun,
+    split_description,
+    validation_split,
+)
 from cinn.viz import save_grid
 from cinn.web import (
     CACHE_SECONDS,
@@ -83,8 +93,9 @@ class ModelConfig(CinnModelConfig):
 
     n_levels: int = 2
     """conv: scales (Haar downsampling, couplings, permutations, a split)"""
-    architecture: Literal["fc", "conv"] = "fc"
-    """fc: the paper's flat model; conv: multi-scale, Haar downsampling, label embeddings as maps"""
+    architecture: Literal["fc", "conv", "tarflow"] = "fc"
+    """fc: the paper's flat model; conv: multi-scale, Haar downsampling, label embeddings as maps; tarflow: causal
+    transformer flows over patch tokens (model.tarflow)"""
     n_blocks: int = 24
     """fc: couplings"""
     hidden_features: int = 512
@@ -99,6 +110,8 @@ class ModelConfig(CinnModelConfig):
     subnet_inputs: Literal["raw", "asinh"] = "raw"
     """fc: what the coupling subnets see of their input half: raw, or asinh of it (an unusual pixel, scaled up by
     the couplings, cannot swamp the later subnets)"""
+    tarflow: TarflowConfig = field(default_factory=TarflowConfig)
+    """tarflow: the transformer flow's settings"""
 
     def validate(self) -> None:
         super().validate()
@@ -107,13 +120,15 @@ class ModelConfig(CinnModelConfig):
         if self.n_blocks > MAX_BLOCKS:
             raise ConfigError(f"model.n_blocks must be at most {MAX_BLOCKS}, got {self.n_blocks}")
         only = {"fc": {"permutation": "shuffle", "class_affine": "none", "heavy_tails": False,
-                       "subnet_inputs": "raw"}, "conv": {"subnet": "cinn_conv"}}
-        other = "conv" if self.architecture == "fc" else "fc"
-        changed = [f"model.{name}={getattr(self, name)}" for name, default in only[other].items()
-                   if getattr(self, name) != default]
-        if changed:
-            raise ConfigError(f"{', '.join(changed)}: only the {other} architecture has this; model.architecture "
-                              f"is {self.architecture}")
+                       "subnet_inputs": "raw"},
+                "conv": {"subnet": "cinn_conv"},
+                "tarflow": {"tarflow": TarflowConfig()}}
+        for other, settings in only.items():
+            changed = [f"model.{name}" for name, default in settings.items()
+                       if other != self.architecture and getattr(self, name) != default]
+            if changed:
+                raise ConfigError(f"{', '.join(changed)}: only the {other} architecture has this; "
+                                  f"model.architecture is {self.architecture}")
 
 
 @dataclass
@@ -153,19 +168,24 @@ class ClassConditionalTask(Task[MnistConfig]):
     sample_count, sample_count_help, sample_temperatures = 10, "samples per class", (0.8,)
 
     def split(self, config: MnistConfig, train: bool, root: str | None = None):
+        """The training split (``train=True``) or the evaluation split: the test split, or with
+        ``data.validation_images`` the last training images, which training then leaves out."""
         data = config.data
-        return load_labelled_dataset(data.dataset, root or data.root, train=train, image_size=data.image_size,
-                                     channels=data.channels, test_fraction=data.test_fraction,
-                                     seed=config.train.seed)
+        images = load_labelled_dataset(data.dataset, root or data.root, train=train or data.validation_images > 0,
+                                       image_size=data.image_size, channels=data.channels,
+                                       test_fraction=data.test_fraction, seed=config.train.seed)
+        return validation_split(images, data.validation_images, train) if data.validation_images else images
 
     def train_data(self, config):
         return self.split(config, train=True)
 
     def eval_data(self, config, data):
-        return self.split(config, train=False, root=data), f"{config.data.dataset}, {config.data.n_bits}-bit"
+        return self.split(config, train=False, root=data), split_description(config.data)
 
     def model_spec(self, config, facts) -> dict[str, Any]:
         model, shape, n_classes = config.model, facts["image_shape"], facts["n_classes"]
+        if model.architecture == "tarflow":
+            return model.tarflow.spec(shape, n_classes)
         if model.architecture == "fc":
             return model_spec(build_cinn_fc, input_shape=shape, n_classes=n_classes, n_blocks=model.n_blocks,
                               hidden_features=model.hidden_features, coupling=map_spec(model.coupling),
