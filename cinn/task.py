@@ -56,7 +56,7 @@ from cinn.bench import benchmark_training
 from cinn.blocks import coupling_map, subnet_constructor
 from cinn.check import check_trained
 from cinn.config import ConfigError, config_from_dict, config_to_dict, format_config_help, load_config
-from cinn.data import is_dataset_name
+from cinn.data import TensorImageDataset, is_dataset_name
 from cinn.engine import (
     BitsPerDim,
     CheckpointError,
@@ -175,12 +175,21 @@ def validation_split(training_images: Dataset, count: int, train: bool) -> Datas
         >>> images = TensorDataset(torch.arange(10))
         >>> len(validation_split(images, 3, train=True)), validation_split(images, 3, train=False)[0]
         (7, (tensor(7),))
+        >>> digits = TensorImageDataset(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10), 10)
+        >>> validation_split(digits, 3, train=False).num_classes
+        10
     """
     if not 0 < count < len(training_images):
         raise ConfigError(f"data.validation_images must be from 1 to {len(training_images) - 1} (the training "
                           f"split holds {len(training_images)} images), got {count}")
     kept = len(training_images) - count
-    return Subset(training_images, range(kept) if train else range(kept, len(training_images)))
+    part = slice(0, kept) if train else slice(kept, None)
+    if isinstance(training_images, TensorImageDataset):  # stays one, with its classes and attributes
+        return TensorImageDataset(training_images.images[part], training_images.labels[part],
+                                  training_images.num_classes, training_images.classes)
+    subset = Subset(training_images, range(len(training_images))[part])
+    subset.num_classes = getattr(training_images, "num_classes", 0)
+    return subset
 
 
 @dataclass

@@ -130,6 +130,11 @@ def test_a_validation_split_is_held_out_of_training_and_evaluated(data_root, tmp
     assert torch.equal(validation[0][0], task.split(load_config(mnist.MnistConfig, MNIST_TINY, [
         "--data.root", str(data_root)]), train=True)[48][0])  # the last 16 training images
     assert where == "mnist, 5-bit, validation split (the last 16 training images)"
+    assert training.num_classes == validation.num_classes == 10
+    run_dir = tmp_path / "conditional"
+    assert mnist.main(["train", "--config", MNIST_TINY, "--data.root", str(data_root), "--run_dir", str(run_dir),
+                       *TINY_TARFLOW, "--data.validation_images=16", "--train.steps=2"]) == 0
+    assert load_checkpoint(run_dir / "checkpoint.pt")["model_spec"]["arguments"]["n_classes"] == 10
     run_dir = tmp_path / "run"
     assert glow.main(["train", "--config", glow_tarflow_config(tmp_path), "--data.root", str(data_root),
                       "--run_dir", str(run_dir), "--data.validation_images=16", "--train.steps=2"]) == 0
