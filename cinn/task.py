@@ -39,12 +39,13 @@ Example (a task of its own, ``tasks/glow.py`` is the full version of this):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -82,7 +83,7 @@ from cinn.engine.checkpoint import (
 from cinn.engine.hooks import Samples
 from cinn.engine.run import RunDirectory, check_batch_size, require_resumable, resumed_config
 from cinn.engine.train_config import MAX_SEED
-from cinn.models import Flow, build_tarflow
+from cinn.models import Flow, VariationallyDequantizedFlow, build_tarflow, build_variationally_dequantized
 from cinn.models.registry import MAX_BLOCKS, MAX_IMAGE_SIZE, build_from_spec, model_spec
 from cinn.viz import save_grid
 from cinn.web import PageContext, Workspace, open_gradio
@@ -237,6 +238,37 @@ class TarflowConfig:
                           n_classes=n_classes, clamp=self.clamp)
 
 
+@dataclass
+class DequantizationConfig:
+    """The ``model.dequantization:`` settings: the noise that fills each quantisation bin during training and
+    evaluation (:mod:`cinn.models.dequantization`)."""
+
+    kind: Literal["uniform", "variational"] = "uniform"
+    """uniform: the standard bound; variational: noise from a conditional flow q(u | x) trained with the model
+    (Flow++), and the reported bits/dim is that variational bound"""
+    blocks: int = 4
+    """variational: couplings of the dequantiser's flow"""
+    hidden_channels: int = 32
+    """variational: width of the dequantiser's coupling subnets"""
+
+    def validate(self) -> None:
+        if self.blocks < 1 or self.hidden_channels < 1:
+            raise ConfigError("model.dequantization.blocks and hidden_channels must be positive")
+
+    def wrap(self, spec: dict[str, Any], n_bits: int) -> dict[str, Any]:
+        """``spec``, variationally dequantised for ``n_bits`` images when ``kind`` is variational.
+
+        Example:
+            >>> flow = TarflowConfig(width=16).spec([1, 8, 8], 0)
+            >>> DequantizationConfig("variational").wrap(flow, 5)["builder"]
+            'build_variationally_dequantized'
+        """
+        if self.kind == "uniform":
+            return spec
+        return model_spec(build_variationally_dequantized, flow=spec, n_bits=n_bits, blocks_per_level=self.blocks,
+                          hidden_channels=self.hidden_channels)
+
+
 def check_coupling_and_subnet(coupling: dict[str, Any], subnet: str | None) -> None:
     """``model.coupling`` must name a registered coupling map with options it takes, and ``model.subnet`` a
     registered subnet (None: the model has no choice of subnet); else a one-line :class:`ConfigError`.
@@ -365,9 +397,12 @@ class Task(ABC, Generic[C]):
         data = getattr(config, "data", None)
         return str(getattr(data, "dataset", "its task's data"))
 
-    def describe_bits_per_dim(self, result: BitsPerDim, config: C, where: str) -> str:
+    def describe_bits_per_dim(self, result: BitsPerDim, run: TrainedRun[C], where: str) -> str:
         """The line ``eval`` prints for the held-out bits/dim."""
-        return f"test bits/dim: {result.summary()}; {where}, uniform dequantisation"
+        split = "validation" if getattr(getattr(run.config, "data", None), "validation_images", 0) else "test"
+        noise = ("variational dequantisation, a variational bound (one draw of q(u | x) per image)"
+                 if getattr(run.model, "variational_bound", False) else "uniform dequantisation")
+        return f"{split} bits/dim: {result.summary()}; {where}, {noise}"
 
     def report(self, run: TrainedRun[C], eval_set: Dataset, args: argparse.Namespace) -> None:
         """Further ``eval`` output after the bits/dim line; measures of the held-out images evaluate those of
@@ -484,7 +519,7 @@ class Task(ABC, Generic[C]):
         objective = self.objective(run.config, train=False)
         result = evaluate_bits_per_dim(run.model, eval_set, objective, batch_size=args.batch_size, seed=args.seed,
                                        device=run.device, limit=args.limit)
-        print(self.describe_bits_per_dim(result, run.config, where))
+        print(self.describe_bits_per_dim(result, run, where))
         if args.bits_only:
             return
         if getattr(objective, "class_conditional", False):  # the condition is the image's class
@@ -498,6 +533,8 @@ class Task(ABC, Generic[C]):
 
     def check(self, args: argparse.Namespace) -> None:
         run = self.open(args.checkpoint, resolve_device(args.device))
+        if isinstance(run.model, VariationallyDequantizedFlow):  # its flow is what must invert
+            run = dataclasses.replace(run, model=run.model.flow)
         if not isinstance(run.model, Flow):
             raise ConfigError(f"{args.checkpoint} holds a {type(run.model).__name__}, which is not invertible; "
                               "check applies to invertible models")

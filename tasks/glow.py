@@ -38,6 +38,7 @@ from cinn.models.registry import model_spec
 from cinn.task import (
     MAX_BLOCKS,
     Command,
+    DequantizationConfig,
     ImageDataConfig,
     TarflowConfig,
     Task,
@@ -92,6 +93,8 @@ class ModelConfig:
     """memory layout: true NHWC, false NCHW, null timed on this machine when training starts (cached)"""
     tarflow: TarflowConfig = field(default_factory=TarflowConfig)
     """tarflow: the transformer flow's settings"""
+    dequantization: DequantizationConfig = field(default_factory=DequantizationConfig)
+    """the noise inside each quantisation bin: uniform, or learned (variational)"""
 
     def validate(self) -> None:
         defaults = ModelConfig()
@@ -208,6 +211,11 @@ class GlowTask(Task[GlowConfig]):
         model = config.model
         if model.class_conditional and facts["n_classes"] < 2:
             raise ConfigError(f"model.class_conditional needs a labelled dataset; {config.data.dataset} has none")
+        return model.dequantization.wrap(self.flow_spec(config, facts), config.data.n_bits)
+
+    def flow_spec(self, config: GlowConfig, facts: dict[str, Any]) -> dict[str, Any]:
+        """The spec of the flow itself (before any variational dequantisation)."""
+        model = config.model
         n_classes = facts["n_classes"] if model.class_conditional else 0
         if model.architecture == "tarflow":
             return model.tarflow.spec(facts["image_shape"], n_classes)

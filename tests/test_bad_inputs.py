@@ -626,7 +626,7 @@ CASES = [
          "the model would have 10000 flow steps or couplings, more than the 1024 allowed"),
     Case("checkpoint whose spec holds deeply nested lists", glow.main,
          eval_checkpoint(edited(lambda s: s["model_spec"]["arguments"].update(input_shape=nested(40)))),
-         "hold more than 256 values or are nested more than 3 deep"),
+         "hold more than 256 values or are nested more than 5 deep"),
     Case("checkpoint whose header entries have wrong types", glow.main,
          eval_checkpoint(edited(lambda s: s.update(step="six", conventions={**s["conventions"], "n_bits": 0}))),
          "is malformed: step is 'six', not an integer from 0 up; conventions.n_bits is 0"),

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from cinn.config import ConfigError
 from cinn.engine.layout import LAYOUTS, settle_by_timing
 from cinn.models import Flow, with_backprop
+from cinn.models.dequantization import VariationallyDequantizedFlow
 
 Loss = Callable[[nn.Module], Tensor]
 """The training loss on a fixed batch of the model as the step calls it (a 0-d tensor, with its graph)."""
@@ -89,6 +90,24 @@ class FlowSupport(ModelSupport):
         return with_backprop(self.model, backprop)
 
 
+class DequantizedFlowSupport(FlowSupport):
+    """A variationally dequantised flow (:class:`~cinn.models.dequantization.VariationallyDequantizedFlow`): the
+    layout is its flow's; backprop by inversion runs through the flow, standard backprop through the dequantiser
+    (whose activations are few)."""
+
+    def __init__(self, model: VariationallyDequantizedFlow):
+        super().__init__(model.flow)
+        self.whole = model
+
+    def training_module(self, backprop: str) -> nn.Module:
+        if backprop == "standard":
+            return self.whole
+        return self.whole.trained_with(with_backprop(self.model, backprop))
+
+
 def model_support(model: Any) -> ModelSupport:
-    """The support the engine gives ``model``: :class:`FlowSupport` for a flow, else :class:`ModelSupport`."""
+    """The support the engine gives ``model``: :class:`FlowSupport` for a flow, :class:`DequantizedFlowSupport`
+    for a variationally dequantised one, else :class:`ModelSupport`."""
+    if isinstance(model, VariationallyDequantizedFlow):
+        return DequantizedFlowSupport(model)
     return FlowSupport(model) if isinstance(model, Flow) else ModelSupport(model)

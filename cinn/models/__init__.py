@@ -2,6 +2,11 @@
 
 from cinn.models.cinn import build_cinn, build_cinn_fc
 from cinn.models.condition import ImageConditionPyramid, LabelMaps, OneHot
+from cinn.models.dequantization import (
+    VariationalDequantizer,
+    VariationallyDequantizedFlow,
+    build_variationally_dequantized,
+)
 from cinn.models.flow import Flow, standard_normal_log_prob
 from cinn.models.glow import build_glow
 from cinn.models.inverted_backprop import InvertingBackprop, with_backprop
@@ -16,11 +21,14 @@ __all__ = [
     "LabelMaps",
     "OneHot",
     "UpsamplingHead",
+    "VariationalDequantizer",
+    "VariationallyDequantizedFlow",
     "build_cinn",
     "build_cinn_fc",
     "build_glow",
     "build_regressor",
     "build_tarflow",
+    "build_variationally_dequantized",
     "standard_normal_log_prob",
     "with_backprop",
 ]

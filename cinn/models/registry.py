@@ -87,7 +87,7 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
 
 def size_problem(arguments: Any) -> str | None:
     """Why a builder's ``arguments`` ask for more than any model may be (None when they do not): more than
-    :data:`MAX_SPEC_ITEMS` values or nested more than 3 deep, more than :data:`MAX_BLOCKS` couplings, widths above
+    :data:`MAX_SPEC_ITEMS` values or nested more than 5 deep, more than :data:`MAX_BLOCKS` couplings, widths above
     :data:`MAX_WIDTH`, image sides above :data:`MAX_IMAGE_SIZE`, or sizes that are not positive integers. Checked
     before anything is built, so a crafted spec costs no time or memory.
 
@@ -97,8 +97,11 @@ def size_problem(arguments: Any) -> str | None:
     """
     if not isinstance(arguments, Mapping):
         return f"a spec's arguments are a mapping, not {shown(arguments)}"
+    inner = arguments.get("flow")  # the spec of the flow a wrapper such as a dequantiser builds
+    if isinstance(inner, Mapping) and (problem := size_problem(inner.get("arguments", {}))) is not None:
+        return problem
     if _count(arguments, depth=0) > MAX_SPEC_ITEMS:
-        return f"the spec's arguments hold more than {MAX_SPEC_ITEMS} values or are nested more than 3 deep"
+        return f"the spec's arguments hold more than {MAX_SPEC_ITEMS} values or are nested more than 5 deep"
     sizes = {key: arguments[key] for key in (*_WIDTHS, *_DEPTHS) if key in arguments}
     for key, value in sizes.items():
         low = 1 if key in ("n_levels", "hidden_channels", "hidden_features") else 0
@@ -136,8 +139,9 @@ def is_image_shape(value: Any) -> bool:
 
 
 def _count(value: Any, depth: int) -> int:
-    """How many values ``value`` holds, counting containers; past depth 3 the count is over any limit."""
-    if depth > 3:
+    """How many values ``value`` holds, counting containers; past depth 5 (a spec within a spec, such as a
+    variationally dequantised flow's, reaches 4) the count is over any limit."""
+    if depth > 5:
         return MAX_SPEC_ITEMS + 1
     if isinstance(value, Mapping):
         return 1 + sum(_count(item, depth + 1) for item in value.values())
