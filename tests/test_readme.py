@@ -31,6 +31,7 @@ def test_conditional_example_runs():
     exec(code_blocks("python")[0], namespace)  # defines torch and the imports the second block relies on
     exec(code_blocks("python")[1], namespace)
     assert tuple(namespace["eights"].shape) == (16, 1, 28, 28)
+    assert tuple(namespace["sevens"].shape) == (4, 1, 28, 28)
 
 
 def test_ci_runs_the_readme_test_command():
