@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 import cinn
 from cinn.bayes import bayes_rule_accuracy
@@ -172,6 +172,8 @@ def judged(name: str, model: nn.Module, n_classes: int, images_per_s: float, tes
 
 def report(args: argparse.Namespace) -> None:
     test_set = load_labelled_dataset(args.dataset, args.data_root, train=False)
+    if args.limit is not None:
+        test_set = Subset(test_set, range(min(args.limit, len(test_set))))
     train_set = load_labelled_dataset(args.dataset, args.data_root, train=True)
     n_classes = 10
     classifier, accuracy = cached_classifier(args.classifier, train_set, test_set, n_classes, seed=0)
@@ -221,6 +223,7 @@ def main() -> None:
     judge.add_argument("--samples-per-class", type=int, default=100)
     judge.add_argument("--figures", type=Path, help="folder for a sample grid per model (a row per class)")
     judge.add_argument("--json", type=Path, help="write the figures here too")
+    judge.add_argument("--limit", type=int, help="only the first N test images (a quick look; report all)")
     args = parser.parse_args()
     (train_peer if args.command == "train-peer" else report)(args)
 

@@ -87,13 +87,13 @@ def test_the_glow_task_trains_an_unconditional_tarflow(data_root, tmp_path, caps
     assert "test bits/dim:" in out and "check passed" in out and "Bayes-rule" not in out
 
 
-def test_the_shipped_tarflow_configs_build_the_notebook_size():
+def test_the_shipped_tarflow_configs_build_the_size_chosen_on_the_validation_split():
     for task, path in ((mnist.MnistConfig, "configs/mnist/tarflow.yaml"),
                        (glow.GlowConfig, "configs/glow/fashion_mnist_tarflow.yaml")):
         config = load_config(task, ROOT / path)
         spec = config.model.tarflow.spec([1, 28, 28], 10)
         assert spec["arguments"] | {"input_shape": None} == {
-            "input_shape": None, "patch_size": 4, "width": 128, "n_blocks": 4, "layers_per_block": 4,
+            "input_shape": None, "patch_size": 4, "width": 64, "n_blocks": 4, "layers_per_block": 2,
             "heads": None, "n_classes": 10, "clamp": 2.0}
 
 
