@@ -44,6 +44,7 @@ from cinn.task import (
     MAX_BLOCKS,
     CinnModelConfig,
     Command,
+    DequantizationConfig,
     ImageDataConfig,
     TarflowConfig,
     Task,
@@ -112,6 +113,8 @@ class ModelConfig(CinnModelConfig):
     the couplings, cannot swamp the later subnets)"""
     tarflow: TarflowConfig = field(default_factory=TarflowConfig)
     """tarflow: the transformer flow's settings"""
+    dequantization: DequantizationConfig = field(default_factory=DequantizationConfig)
+    """the noise inside each quantisation bin: uniform, or learned (variational)"""
 
     def validate(self) -> None:
         super().validate()
@@ -183,6 +186,13 @@ class ClassConditionalTask(Task[MnistConfig]):
         return self.split(config, train=False, root=data), split_description(config.data)
 
     def model_spec(self, config, facts) -> dict[str, Any]:
+        if config.model.dequantization.kind == "variational" and config.data.train_noise == "gaussian":
+            raise ConfigError("model.dequantization.kind=variational learns the noise inside each bin; "
+                              "data.train_noise=gaussian replaces that noise: choose one")
+        return config.model.dequantization.wrap(self.flow_spec(config, facts), config.data.n_bits)
+
+    def flow_spec(self, config, facts) -> dict[str, Any]:
+        """The spec of the flow itself (before any variational dequantisation)."""
         model, shape, n_classes = config.model, facts["image_shape"], facts["n_classes"]
         if model.architecture == "tarflow":
             return model.tarflow.spec(shape, n_classes)

@@ -13,11 +13,12 @@ from mnist_fixture import write_mnist_fixture
 
 import cinn
 from cinn.blocks import ActNorm
+from cinn.cli import run_command
 from cinn.engine import DequantizedImages, load_checkpoint
 from cinn.models import Flow, VariationalDequantizer, VariationallyDequantizedFlow, build_glow
 from cinn.models.dequantization import build_variationally_dequantized
 from cinn.models.registry import build_from_spec, model_spec
-from tasks import glow
+from tasks import glow, mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIATIONAL = ["--model.dequantization.kind=variational", "--model.dequantization.blocks=1",
@@ -151,3 +152,17 @@ def test_the_glow_task_trains_evaluates_checks_and_reloads_a_dequantised_flow(tm
     model = cinn.load(run_dir / "checkpoint.pt")
     assert isinstance(model, VariationallyDequantizedFlow) and model.sample(2).shape == (2, 1, 28, 28)
     assert glow.main([*train, "--run_dir", str(tmp_path / "inversion"), "--train.backprop=inversion"]) == 0
+
+
+def test_the_class_conditional_task_dequantises_variationally_but_not_with_gaussian_noise(tmp_path, capsys):
+    data_root = write_mnist_fixture(tmp_path / "mnist", n_train=48, n_test=16)
+    train = ["train", "--config", str(ROOT / "configs/mnist/tiny.yaml"), "--data.root", str(data_root),
+             "--run_dir", str(tmp_path / "run"), *VARIATIONAL]
+    assert mnist.main(train) == 0
+    model = cinn.load(tmp_path / "run" / "checkpoint.pt")
+    assert isinstance(model, VariationallyDequantizedFlow)
+    assert model.sample(3, torch.tensor([0, 1, 2])).shape == (3, 1, 28, 28)
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(mnist.main, [*train, "--run_dir", str(tmp_path / "noise"), "--data.train_noise=gaussian"])
+    assert exit_info.value.code == 2
+    assert "data.train_noise=gaussian replaces that noise: choose one" in capsys.readouterr().err
