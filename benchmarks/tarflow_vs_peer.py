@@ -51,15 +51,15 @@ NOTEBOOK = {"patch_size": 4, "channels": 128, "blocks": 4, "layers_per_block": 4
 """The settings of apple/ml-tarflow's ``train_local.ipynb``."""
 
 
-def peer_model(peer: Path, image_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """The notebook's model, built from the peer's ``transformer_flow.Model``."""
+def peer_model(peer: Path, image_shape: tuple[int, ...], n_classes: int, settings: dict) -> nn.Module:
+    """The peer's ``transformer_flow.Model`` of the size ``settings`` give (``NOTEBOOK``'s keys)."""
     sys.path.insert(0, str(peer))
     from transformer_flow import Model  # the peer's module
 
     channels, size, _ = image_shape
-    return Model(in_channels=channels, img_size=size, patch_size=NOTEBOOK["patch_size"],
-                 channels=NOTEBOOK["channels"], num_blocks=NOTEBOOK["blocks"],
-                 layers_per_block=NOTEBOOK["layers_per_block"], num_classes=n_classes)
+    return Model(in_channels=channels, img_size=size, patch_size=settings["patch_size"],
+                 channels=settings["channels"], num_blocks=settings["blocks"],
+                 layers_per_block=settings["layers_per_block"], num_classes=n_classes)
 
 
 class PeerDensity(nn.Module):
@@ -83,10 +83,11 @@ class PeerDensity(nn.Module):
         return ((self.model.reverse(noise, c) + 1) / 2).clamp(0, 1)
 
 
-def learning_rate(step: int, warmup_steps: int, time_fraction: float, warmup_fraction: float) -> float:
+def learning_rate(settings: dict, step: int, warmup_steps: int, time_fraction: float,
+                  warmup_fraction: float) -> float:
     """The notebook's schedule with its cosine over the time budget: linear from ``min_lr`` to ``lr`` over
     ``warmup_steps``, then a cosine to ``min_lr`` over the rest of the time."""
-    low, high = NOTEBOOK["min_lr"], NOTEBOOK["lr"]
+    low, high = settings["min_lr"], settings["lr"]
     if step <= warmup_steps:
         return low + step / warmup_steps * (high - low)
     t = min(1.0, (time_fraction - warmup_fraction) / max(1e-9, 1 - warmup_fraction))
@@ -98,13 +99,17 @@ def train_peer(args: argparse.Namespace) -> None:
     train_set = load_labelled_dataset(args.dataset, args.data_root, train=True)
     images, labels = collate_images([train_set[i] for i in range(len(train_set))])
     n_classes = int(labels.max()) + 1
-    model = peer_model(args.peer, tuple(images.shape[1:]), n_classes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=NOTEBOOK["min_lr"], betas=NOTEBOOK["betas"],
-                                  weight_decay=NOTEBOOK["weight_decay"])
-    batch = NOTEBOOK["batch_size"]
+    settings = {**NOTEBOOK, **{key: value for key, value in (("channels", args.channels),
+                                                             ("layers_per_block", args.layers_per_block),
+                                                             ("batch_size", args.batch_size), ("lr", args.lr))
+                               if value is not None}}
+    model = peer_model(args.peer, tuple(images.shape[1:]), n_classes, settings)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["min_lr"], betas=settings["betas"],
+                                  weight_decay=settings["weight_decay"])
+    batch = settings["batch_size"]
     loader = DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch, shuffle=True,
                         drop_last=True)
-    warmup_steps, budget = len(loader), 60 * args.minutes
+    warmup_steps, budget = args.warmup_steps or len(loader), 60 * args.minutes
     step, warmup_fraction, start, log = 0, 0.0, time.perf_counter(), []
     while time.perf_counter() - start < budget:
         for x, y in loader:
@@ -114,9 +119,9 @@ def train_peer(args: argparse.Namespace) -> None:
             if step == warmup_steps:
                 warmup_fraction = fraction
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step + 1, warmup_steps, fraction, warmup_fraction)
+                group["lr"] = learning_rate(settings, step + 1, warmup_steps, fraction, warmup_fraction)
             x = x.float() / 255 * 2 - 1
-            x = x + NOTEBOOK["noise_std"] * torch.randn_like(x)
+            x = x + settings["noise_std"] * torch.randn_like(x)
             optimizer.zero_grad()
             z, _, log_dets = model(x, y)
             loss = model.get_loss(z, log_dets)
@@ -135,14 +140,16 @@ def train_peer(args: argparse.Namespace) -> None:
     (args.out / "run.json").write_text(json.dumps({
         "dataset": args.dataset, "steps": step, "batch_size": batch, "elapsed_s": elapsed, "seed": args.seed,
         "threads": torch.get_num_threads(), "cpu": cpu_description(), "n_classes": n_classes,
-        "image_shape": list(images.shape[1:]), "log": log}, indent=1))
+        "image_shape": list(images.shape[1:]), "settings": settings, "warmup_steps": warmup_steps, "log": log},
+        indent=1))
     print(f"peer: {step} steps in {elapsed / 60:.1f} min ({step * batch / elapsed:.1f} img/s): {args.out}")
 
 
-def open_peer(args: argparse.Namespace) -> tuple[PeerDensity, dict]:
-    run = json.loads((args.peer_run / "run.json").read_text())
-    model = peer_model(args.peer, tuple(run["image_shape"]), run["n_classes"])
-    model.load_state_dict(torch.load(args.peer_run / "peer.pt", weights_only=True))
+def open_peer(peer: Path, folder: Path) -> tuple[PeerDensity, dict]:
+    """The peer's model that ``train-peer`` wrote to ``folder``, and its run record."""
+    run = json.loads((folder / "run.json").read_text())
+    model = peer_model(peer, tuple(run["image_shape"]), run["n_classes"], run["settings"])
+    model.load_state_dict(torch.load(folder / "peer.pt", weights_only=True))
     return PeerDensity(model).eval(), run
 
 
@@ -180,9 +187,9 @@ def report(args: argparse.Namespace) -> None:
     print(f"judging classifier: test accuracy {accuracy:.1%}; samples at temperature {args.temperature}; "
           f"{torch.get_num_threads()} thread(s); {cpu_description()}")
     results = []
-    if args.peer_run is not None:
-        peer, run = open_peer(args)
-        results.append(judged("peer", peer, n_classes, run["steps"] * run["batch_size"] / run["elapsed_s"],
+    for folder in args.peer_run:
+        peer, run = open_peer(args.peer, folder)
+        results.append(judged(folder.name, peer, n_classes, run["steps"] * run["batch_size"] / run["elapsed_s"],
                               test_set, classifier, args))
     for checkpoint in args.cinn:
         model = cinn.load(checkpoint).eval()
@@ -213,8 +220,11 @@ def main() -> None:
     train = commands.choices["train-peer"]
     train.add_argument("--minutes", type=float, default=20.0, help="wall-clock training time")
     train.add_argument("--out", type=Path, default=Path("runs/peer_tarflow"), help="folder of the peer's run")
+    for option, kind in (("--channels", int), ("--layers-per-block", int), ("--batch-size", int), ("--lr", float)):
+        train.add_argument(option, type=kind, help="instead of the notebook's (to train the peer at another size)")
+    train.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: the notebook's one epoch)")
     judge = commands.choices["report"]
-    judge.add_argument("--peer-run", type=Path, help="the folder train-peer wrote")
+    judge.add_argument("--peer-run", type=Path, nargs="*", default=[], help="folders train-peer wrote")
     judge.add_argument("--cinn", type=Path, nargs="*", default=[], help="cinn checkpoints of class-conditional "
                                                                         "models")
     judge.add_argument("--classifier", type=Path, default=Path("runs/tarflow_judge.pt"),
