@@ -8,13 +8,17 @@ The peer is imported from a checkout you provide (``--peer``); nothing of it is 
         --out runs/peer_tarflow
     OMP_NUM_THREADS=1 python -m tasks.mnist train --config configs/mnist/tarflow.yaml --train.max_minutes=20
     OMP_NUM_THREADS=1 python benchmarks/tarflow_vs_peer.py report --peer scratch/ml-tarflow \\
-        --peer-run runs/peer_tarflow --cinn runs/mnist_tarflow/checkpoint.pt --figures docs/images/tarflow
+        --peer-run runs/peer_tarflow --cinn runs/mnist_tarflow/checkpoint.pt --figures runs/tarflow_figures
 
 ``train-peer`` trains the notebook's model with the notebook's settings (patch 4, width 128, 4 blocks of 4 layers,
 AdamW lr 2e-3 with betas (0.9, 0.95) and weight decay 1e-4, batch 256, images in [-1, 1] plus Gaussian noise of
 std 0.1, a linear warm-up over the first epoch) on the dataset's training split, for ``--minutes`` of wall-clock
 time. The notebook's cosine decay spans its whole training (100 epochs); here it spans the time budget (the
 fraction of ``--minutes`` elapsed after the warm-up), as cinn's ``train.lr_decay_over: time`` does.
+
+``--channels``, ``--layers-per-block``, ``--batch-size``, ``--lr`` and ``--warmup-steps`` train the peer's model at
+another size and pace (the rest of its recipe, its noise included, unchanged): at cinn's size, the comparison is
+of the implementations alone.
 
 ``report`` judges every model alike on the test split, under cinn's conventions (:mod:`cinn.likelihood`): images
 quantised to 8 bits, uniform dequantisation ``x = (k + u)/256``, bits/dim ``(NLL + M·log 256)/(M·ln 2)`` of the

@@ -127,7 +127,8 @@ class ModelConfig(CinnModelConfig):
                 "conv": {"subnet": "cinn_conv"},
                 "tarflow": {"tarflow": TarflowConfig()}}
         for other, settings in only.items():
-            changed = [f"model.{name}" for name, default in settings.items()
+            changed = [f"model.{name}" if name == "tarflow" else f"model.{name}={getattr(self, name)}"
+                       for name, default in settings.items()
                        if other != self.architecture and getattr(self, name) != default]
             if changed:
                 raise ConfigError(f"{', '.join(changed)}: only the {other} architecture has this; "

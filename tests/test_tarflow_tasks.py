@@ -103,8 +103,8 @@ def test_the_shipped_tarflow_configs_build_the_size_chosen_on_the_validation_spl
     (mnist.main, ["--model.tarflow.heads=3"], "model.tarflow.heads must divide model.tarflow.width 8, got 3"),
     (mnist.main, ["--model.tarflow.n_blocks=300", "--model.tarflow.layers_per_block=4"],
      "model.tarflow.n_blocks x layers_per_block must be at most"),
-    (mnist.main, ["--model.permutation=orthogonal"], "model.permutation: only the fc architecture has this; "
-                                                     "model.architecture is tarflow"),
+    (mnist.main, ["--model.permutation=orthogonal"],
+     "model.permutation=orthogonal: only the fc architecture has this; model.architecture is tarflow"),
     (mnist.main, ["--model.architecture=conv", "--model.tarflow.width=16"],
      "model.tarflow: only the tarflow architecture has this; model.architecture is conv"),
     (glow.main, ["--model.n_levels=3"], "model.n_levels: only the glow architecture has this; model.architecture "
