@@ -193,6 +193,26 @@ def validation_split(training_images: Dataset, count: int, train: bool) -> Datas
     return subset
 
 
+def data_split(data: ImageDataConfig, load: Callable[[bool], Dataset], train: bool) -> Dataset:
+    """A task's training split (``train=True``) or evaluation split, where ``load(training)`` gives the dataset's
+    training or test split: the evaluation split is the test split, or with ``data.validation_images`` the last
+    training images, which the training split then leaves out (:func:`validation_split`).
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> def load(training):
+        ...     return TensorDataset(torch.arange(10 if training else 4))
+        >>> len(data_split(ImageDataConfig(), load, train=False))
+        4
+        >>> len(data_split(ImageDataConfig(validation_images=3), load, train=False))
+        3
+    """
+    if not data.validation_images:
+        return load(train)
+    return validation_split(load(True), data.validation_images, train)
+
+
 @dataclass
 class TarflowConfig:
     """The ``model.tarflow:`` settings of a TarFlow (:func:`~cinn.models.build_tarflow`), the model of a task whose

@@ -44,8 +44,8 @@ from cinn.task import (
     Task,
     TrainedRun,
     check_coupling_and_subnet,
+    data_split,
     split_description,
-    validation_split,
 )
 from cinn.viz import save_grid
 from cinn.web import (
@@ -194,12 +194,11 @@ class GlowTask(Task[GlowConfig]):
     name, config_class, description, benchmarks = "glow", GlowConfig, __doc__, True
 
     def split(self, config: GlowConfig, train: bool, root: str | None = None):
-        """The training split (``train=True``) or the evaluation split: the test split, or with
-        ``data.validation_images`` the last training images, which training then leaves out."""
+        """The training split (``train=True``) or the evaluation split (:func:`~cinn.task.data_split`)."""
         data = config.data
-        images = load_dataset(data.dataset, root or data.root, train=train or data.validation_images > 0,
-                              image_size=data.image_size, channels=data.channels)
-        return validation_split(images, data.validation_images, train) if data.validation_images else images
+        return data_split(data, lambda training: load_dataset(data.dataset, root or data.root, train=training,
+                                                              image_size=data.image_size, channels=data.channels),
+                          train)
 
     def train_data(self, config: GlowConfig, root: str | None = None):
         return self.split(config, train=True, root=root)

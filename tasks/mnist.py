@@ -49,8 +49,8 @@ from cinn.task import (
     TarflowConfig,
     Task,
     TrainedRun,
+    data_split,
     split_description,
-    validation_split,
 )
 from cinn.viz import save_grid
 from cinn.web import (
@@ -172,13 +172,11 @@ class ClassConditionalTask(Task[MnistConfig]):
     sample_count, sample_count_help, sample_temperatures = 10, "samples per class", (0.8,)
 
     def split(self, config: MnistConfig, train: bool, root: str | None = None):
-        """The training split (``train=True``) or the evaluation split: the test split, or with
-        ``data.validation_images`` the last training images, which training then leaves out."""
+        """The training split (``train=True``) or the evaluation split (:func:`~cinn.task.data_split`)."""
         data = config.data
-        images = load_labelled_dataset(data.dataset, root or data.root, train=train or data.validation_images > 0,
-                                       image_size=data.image_size, channels=data.channels,
-                                       test_fraction=data.test_fraction, seed=config.train.seed)
-        return validation_split(images, data.validation_images, train) if data.validation_images else images
+        return data_split(data, lambda training: load_labelled_dataset(
+            data.dataset, root or data.root, train=training, image_size=data.image_size, channels=data.channels,
+            test_fraction=data.test_fraction, seed=config.train.seed), train)
 
     def train_data(self, config):
         return self.split(config, train=True)
