@@ -289,9 +289,10 @@ class DequantizationConfig:
                           hidden_channels=self.hidden_channels)
 
 
-def check_coupling_and_subnet(coupling: dict[str, Any], subnet: str | None) -> None:
+def check_coupling_and_subnet(coupling: dict[str, Any], subnet: str | Sequence[str] | None) -> None:
     """``model.coupling`` must name a registered coupling map with options it takes, and ``model.subnet`` a
-    registered subnet (None: the model has no choice of subnet); else a one-line :class:`ConfigError`.
+    registered subnet, or a list of them (None: the model has no choice of subnet); else a one-line
+    :class:`ConfigError`.
 
     Example:
         >>> check_coupling_and_subnet({"map": "additive", "clamp": 1.0}, "glow_conv")
@@ -299,7 +300,8 @@ def check_coupling_and_subnet(coupling: dict[str, Any], subnet: str | None) -> N
         cinn.config.ConfigError: model.coupling: coupling map 'additive' takes no options, not clamp
     """
     for key, check in (("coupling", lambda: coupling_map(coupling)),
-                       ("subnet", lambda: subnet is None or subnet_constructor(subnet, 1))):
+                       ("subnet", lambda: [subnet_constructor(name, 1) for name in
+                                           ([] if subnet is None else [subnet] if isinstance(subnet, str) else subnet)])):
         try:
             check()
         except ValueError as error:

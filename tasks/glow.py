@@ -79,8 +79,8 @@ class ModelConfig:
     coupling: dict[str, Any] = field(default_factory=lambda: {"map": "sigmoid_affine", "min_scale": 0.0})
     """the couplings' element-wise map and its options (a registered coupling map, cinn.blocks.COUPLING_MAPS);
     sigmoid_affine's min_scale floors Glow's σ(h + 2) and bounds the inverse's gain by 1/min_scale"""
-    subnet: str = "glow_conv"
-    """the couplings' subnets (a registered subnet, cinn.blocks.SUBNETS)"""
+    subnet: str | list[str] = "glow_conv"
+    """the couplings' subnets (a registered subnet, cinn.blocks.SUBNETS), or a list of one per level, finest first"""
     permutation: Literal["lu", "plain", "reverse", "shuffle"] = "lu"
     """channel mixing: learned 1x1 convolution (LU or plain), reversal or a fixed shuffle"""
     learn_top_prior: bool = True
@@ -109,6 +109,9 @@ class ModelConfig:
         if self.n_levels < 1 or self.steps_per_level < 1 or self.hidden_channels < 1:
             raise ConfigError("model.n_levels, model.steps_per_level and model.hidden_channels must be positive")
         check_coupling_and_subnet(self.coupling, self.subnet)
+        if not isinstance(self.subnet, str) and len(self.subnet) != self.n_levels:
+            raise ConfigError(f"model.subnet: give one subnet for all levels or one per level ({self.n_levels}), "
+                              f"got {len(self.subnet)}: {list(self.subnet)}")
         if self.n_levels * self.steps_per_level > MAX_BLOCKS:
             raise ConfigError(f"model.n_levels x model.steps_per_level must be at most {MAX_BLOCKS} flow steps, "
                               f"got {self.n_levels} x {self.steps_per_level}")

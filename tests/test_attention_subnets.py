@@ -69,6 +69,16 @@ def test_the_attention_subnets_are_built_by_name(name, subnet_class):
     assert net(torch.randn(1, 2, 4, 4)).shape == (1, 6, 4, 4)
 
 
+def test_each_glow_level_takes_its_own_subnet():
+    glow = build_glow((1, 8, 8), n_levels=2, steps_per_level=2, hidden_channels=16,
+                      subnet=["glow_conv", "vit_attention"])
+    subnets = [module for module in glow.modules() if isinstance(module, CouplingBlock)]
+    kinds = [any(isinstance(m, VisionTransformerSubnet) for m in block.modules()) for block in subnets]
+    assert kinds == [False, False, True, True]  # finest level first
+    with pytest.raises(ValueError, match="one per level \\(2\\), got 3"):
+        build_glow((1, 8, 8), n_levels=2, subnet=["glow_conv"] * 3)
+
+
 @pytest.mark.parametrize("build, condition", [
     (lambda: build_glow((1, 8, 8), n_levels=2, steps_per_level=1, hidden_channels=16, subnet="vit_attention"),
      None),

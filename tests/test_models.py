@@ -66,6 +66,8 @@ MODEL_CASES = [
     ModelCase("glow_logistic_mixture_cdf", lambda: build_glow((1, 8, 8), **TINY_GLOW, coupling={
         "map": "logistic_mixture_cdf", "components": 2})),
     ModelCase("glow_vit_attention_subnet", lambda: build_glow((1, 8, 8), **TINY_GLOW, subnet="vit_attention")),
+    ModelCase("glow_attention_on_the_coarse_level", lambda: build_glow((1, 8, 8), **TINY_GLOW,
+                                                                       subnet=["glow_conv", "vit_attention"])),
     ModelCase("glow_class_conditional", lambda: build_glow((1, 4, 4), **TINY_GLOW, n_classes=3), labels(3)),
     ModelCase("cinn_conv_image_condition", lambda: build_cinn(
         (2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=2, hidden_channels=8, condition_channels=(4, 4)),
