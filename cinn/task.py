@@ -70,6 +70,7 @@ from cinn.engine import (
     init_process_group,
     load_checkpoint,
     model_info,
+    per_image_bits_per_dim,
     prepared_batches,
     resolve_device,
     save_checkpoint,
@@ -299,9 +300,9 @@ def check_coupling_and_subnet(coupling: dict[str, Any], subnet: str | Sequence[s
         Traceback (most recent call last):
         cinn.config.ConfigError: model.coupling: coupling map 'additive' takes no options, not clamp
     """
+    subnets = [] if subnet is None else [subnet] if isinstance(subnet, str) else subnet
     for key, check in (("coupling", lambda: coupling_map(coupling)),
-                       ("subnet", lambda: [subnet_constructor(name, 1) for name in
-                                           ([] if subnet is None else [subnet] if isinstance(subnet, str) else subnet)])):
+                       ("subnet", lambda: [subnet_constructor(name, 1) for name in subnets])):
         try:
             check()
         except ValueError as error:
@@ -426,9 +427,11 @@ class Task(ABC, Generic[C]):
                  if getattr(run.model, "variational_bound", False) else "uniform dequantisation")
         return f"{split} bits/dim: {result.summary()}; {where}, {noise}"
 
-    def report(self, run: TrainedRun[C], eval_set: Dataset, args: argparse.Namespace) -> None:
+    def report(self, run: TrainedRun[C], eval_set: Dataset, args: argparse.Namespace,
+               bits_per_dim: Tensor) -> None:
         """Further ``eval`` output after the bits/dim line; measures of the held-out images evaluate those of
-        ``first_items(eval_set, args.limit)``, as the bits/dim did."""
+        ``first_items(eval_set, args.limit)``, as the bits/dim did, whose per-image values are ``bits_per_dim``
+        (in order)."""
 
     def add_eval_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Options of the task's own ``eval`` output (see :meth:`report`)."""
@@ -539,9 +542,9 @@ class Task(ABC, Generic[C]):
         if args.limit is not None and args.limit < len(eval_set):
             where = f"{where}; only the first {args.limit} (--limit)"
         objective = self.objective(run.config, train=False)
-        result = evaluate_bits_per_dim(run.model, eval_set, objective, batch_size=args.batch_size, seed=args.seed,
-                                       device=run.device, limit=args.limit)
-        print(self.describe_bits_per_dim(result, run, where))
+        per_image = per_image_bits_per_dim(run.model, eval_set, objective, batch_size=args.batch_size,
+                                           seed=args.seed, device=run.device, limit=args.limit)
+        print(self.describe_bits_per_dim(BitsPerDim.of(per_image), run, where))
         if args.bits_only:
             return
         if getattr(objective, "class_conditional", False):  # the condition is the image's class
@@ -551,7 +554,7 @@ class Task(ABC, Generic[C]):
             accuracy = bayes_rule_accuracy(run.model, batches, n_classes)
             print(f"Bayes-rule accuracy, argmax_y log p(x | y) over the {n_classes} classes with equal priors: "
                   f"{accuracy.summary()}")
-        self.report(run, eval_set, args)
+        self.report(run, eval_set, args, per_image)
 
     def check(self, args: argparse.Namespace) -> None:
         run = self.open(args.checkpoint, resolve_device(args.device))

@@ -57,12 +57,14 @@ from cinn.colorization import (
     rmse_summary,
     sample_metrics,
     size_multiple,
+    tag_table,
 )
 from cinn.config import ConfigError
 from cinn.data import (
     SKIMAGE_PHOTOS,
     DataError,
     ImageFolderDataset,
+    TaggedPhotos,
     cache_in_memory,
     is_dataset_name,
     load_dataset,
@@ -181,7 +183,9 @@ class ColorizeConfig:
 
 class ColorizeTask(Task[ColorizeConfig]):
     name, config_class, description = "colorize", ColorizeConfig, __doc__
-    data_option = ("--data", "a folder of held-out photos (default: the run's validation photos)")
+    data_option = ("--data", "held-out photos: a folder (photos in sub-folders are also judged per sub-folder) "
+                             "or a CSV photo list with the columns folder,photo,tag (also judged per tag); "
+                             "default: the run's validation photos")
     eval_batch_size, check_limit, pretrained = 8, None, PRETRAINED_COLORIZER
     train_shortcuts: ClassVar = {"--data": ("data.path", "a folder of photos (default: scikit-image's photos)")}
 
@@ -228,9 +232,14 @@ class ColorizeTask(Task[ColorizeConfig]):
 
     def eval_data(self, config, data):
         if data is not None:
-            photos = ImageFolderDataset(data, config.data.image_size, channels=3, min_size=config.data.crop_size,
-                                        setting="data.crop_size")
-            where = f"all {len(photos)} photos in {data}"
+            options = {"image_size": config.data.image_size, "channels": 3, "min_size": config.data.crop_size,
+                       "setting": "data.crop_size"}
+            if Path(data).suffix.lower() == ".csv" and not Path(data).is_dir():
+                photos = TaggedPhotos.from_list(data, **options)
+                where = f"the {len(photos)} photos listed in {data}"
+            else:
+                photos = TaggedPhotos.from_folder(data, **options)
+                where = f"all {len(photos)} photos in {data}"
         else:
             path = config.data.path
             if path is not None and not is_dataset_name(path) and not Path(path).is_dir():
@@ -288,7 +297,7 @@ class ColorizeTask(Task[ColorizeConfig]):
         parser.add_argument("--temperature", type=cli.temperature,
                             help=f"sampling temperature, 0 to {MAX_TEMPERATURE:g} (default: eval.temperature)")
 
-    def report(self, run: TrainedRun[ColorizeConfig], eval_set, args) -> None:
+    def report(self, run: TrainedRun[ColorizeConfig], eval_set, args, bits_per_dim) -> None:
         samples = run.config.eval.samples if args.samples is None else args.samples
         temperature = run.config.eval.temperature if args.temperature is None else args.temperature
         metrics = sample_metrics(run.model, first_items(eval_set, args.limit),
@@ -302,6 +311,11 @@ class ColorizeTask(Task[ColorizeConfig]):
               "8-bit RGB in [0, 1], per-value minimum over the samples; the paper at T=1: cINN 3.53, cGAN 9.75)")
         print(f"  colourfulness (Hasler & Süsstrunk): samples {rmse_summary(metrics.sample_colourfulness)}, "
               f"true photos {rmse_summary(metrics.true_colourfulness)}")
+        tags = getattr(eval_set, "tags", [])[:len(bits_per_dim)]
+        if any(tags):
+            print(f"per tag (mean ± standard error over its photos; best-of-{samples} at T={temperature}; Lab "
+                  "units):")
+            print("\n".join(tag_table(tags, bits_per_dim, metrics)))
 
     def training_data(self, config) -> str:
         return config.data.path or "scikit-image's bundled photos"

@@ -80,7 +80,8 @@ class ModelConfig:
     """the couplings' element-wise map and its options (a registered coupling map, cinn.blocks.COUPLING_MAPS);
     sigmoid_affine's min_scale floors Glow's σ(h + 2) and bounds the inverse's gain by 1/min_scale"""
     subnet: str | list[str] = "glow_conv"
-    """the couplings' subnets (a registered subnet, cinn.blocks.SUBNETS), or a list of one per level, finest first"""
+    """the couplings' subnets (a registered subnet, cinn.blocks.SUBNETS), or a list of one per level (finest
+    first)"""
     permutation: Literal["lu", "plain", "reverse", "shuffle"] = "lu"
     """channel mixing: learned 1x1 convolution (LU or plain), reversal or a fixed shuffle"""
     learn_top_prior: bool = True

@@ -262,7 +262,7 @@ class ClassConditionalTask(Task[MnistConfig]):
         return class_consistency(classifier, samples, class_rows(config.eval.samples_per_class, n_classes,
                                                                  run.device))
 
-    def report(self, run: TrainedRun[MnistConfig], eval_set, args) -> None:
+    def report(self, run: TrainedRun[MnistConfig], eval_set, args, bits_per_dim) -> None:
         config = run.config
         classifier, accuracy = self.judging_classifier(run, eval_set, self.classifier_cache(args), args.data,
                                                        args.seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 from cinn.cli import run_command
 from cinn.colorization import load_colorizer
 from cinn.config import load_config
+from cinn.data import DataError
 from cinn.engine import load_checkpoint, save_checkpoint
 from tasks import colorize
 
@@ -100,6 +102,55 @@ def test_eval_on_a_folder(trained_run, tmp_path, capsys):
     folder = write_photo_folder(tmp_path / "held_out", 3)
     assert colorize.main(["eval", "--checkpoint", str(trained_run / "checkpoint.pt"), "--data", str(folder)]) == 0
     assert f"all 3 photos in {folder}" in capsys.readouterr().out
+
+
+def tag_rows(out: str) -> dict[str, list[str]]:
+    """The per-tag table ``eval`` prints: tag → its cells."""
+    rows = [line.strip("|").split(" | ") for line in out.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows[1:]}
+
+
+def test_eval_judges_the_photos_of_a_list_per_tag(trained_run, tmp_path, capsys):
+    write_photo_folder(tmp_path / "a", 3)
+    write_photo_folder(tmp_path / "b", 2)
+    photo_list = tmp_path / "lists" / "held_out.csv"  # folders relative to the list's own folder
+    photo_list.parent.mkdir()
+    photo_list.write_text("folder,photo,tag\n../a,photo_0.png,people\n../b,photo_1.png,animals\n"
+                          "../a,photo_2.png,people\n")
+    assert colorize.main(["eval", "--checkpoint", str(trained_run / "checkpoint.pt"), "--data",
+                          str(photo_list)]) == 0
+    out = capsys.readouterr().out
+    assert f"the 3 photos listed in {photo_list}" in out
+    rows = tag_rows(out)
+    assert list(rows) == ["animals", "people", "all"]
+    assert [row[0] for row in rows.values()] == ["1", "2", "3"]
+    overall = float(out.split("uniform dequantisation): ")[1].split()[0])
+    assert float(rows["all"][1].split()[0]) == pytest.approx(overall, abs=0.006)
+    people = [float(rows["people"][1].split()[0]), float(rows["animals"][1])]
+    assert (2 * people[0] + people[1]) / 3 == pytest.approx(overall, abs=0.01)  # the groups split the photos
+
+
+def test_eval_on_a_folder_of_sub_folders_judges_each_sub_folder(trained_run, tmp_path, capsys):
+    write_photo_folder(tmp_path / "held_out" / "urban", 2)
+    write_photo_folder(tmp_path / "held_out" / "landscape", 1)
+    assert colorize.main(["eval", "--checkpoint", str(trained_run / "checkpoint.pt"), "--data",
+                          str(tmp_path / "held_out")]) == 0
+    rows = tag_rows(capsys.readouterr().out)
+    assert list(rows) == ["landscape", "urban", "all"] and rows["urban"][0] == "2"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("folder,photo\n.,photo_0.png\n", "it needs folder, photo, tag"),
+    ("folder,photo,tag\n.,photo_9.png,people\n", "missing or not image files"),
+    ("folder,photo,tag\n.,photo_0.png,\n", "empty fields on line(s) 2"),
+    ("folder,photo,tag\n.,photo_0.png,a\n.,photo_0.png,b\n", "names a photo twice"),
+], ids=["columns", "missing_photo", "empty_tag", "twice"])
+def test_a_bad_photo_list_is_refused_in_one_line(trained_run, tmp_path, text, message):
+    write_photo_folder(tmp_path, 1)
+    (tmp_path / "list.csv").write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        colorize.main(["eval", "--checkpoint", str(trained_run / "checkpoint.pt"), "--data",
+                       str(tmp_path / "list.csv")])
 
 
 def test_colorize_accepts_every_format_and_keeps_the_size(trained_run, tmp_path):

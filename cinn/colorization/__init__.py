@@ -28,6 +28,7 @@ from cinn.colorization.metrics import (
     paper_best_of_n_error,
     rmse_summary,
     sample_metrics,
+    tag_table,
 )
 from cinn.colorization.model import (
     PRETRAINED_COLORIZER,
@@ -66,5 +67,6 @@ __all__ = [
     "rmse_summary",
     "sample_metrics",
     "size_multiple",
+    "tag_table",
     "working_size",
 ]

@@ -18,6 +18,7 @@ from cinn.color import denormalize_ab, lab_to_rgb, normalize_lightness, rgb_to_l
 from cinn.colorization.colorizer import ColorModel
 from cinn.colorization.objective import downsample_ab
 from cinn.data import collate_images
+from cinn.data.tagged import tag_groups
 
 
 def paper_best_of_n_error(samples_ab: Tensor, lightness: Tensor, true_rgb: Tensor, *,
@@ -214,3 +215,29 @@ def rmse_summary(values: Tensor) -> str:
     if len(values) < 2:
         return f"{values.mean().item():.2f}"
     return f"{values.mean().item():.2f} ± {values.std().item() / math.sqrt(len(values)):.2f}"
+
+
+def tag_table(tags: list[str], bits_per_dim: Tensor, metrics: SampleMetrics) -> list[str]:
+    """Per tag and over all photos: each measure's ``mean ± standard error`` (:func:`rmse_summary`) over the
+    photos with that tag, as the lines of a Markdown table; ``tags[i]``, ``bits_per_dim[i]`` and the metrics'
+    row ``i`` are photo ``i``'s. An empty tag is shown as ``(none)``.
+
+    Example:
+        >>> ones = torch.ones(3)
+        >>> lines = tag_table(["people", "animals", "people"], torch.tensor([2.0, 3.0, 4.0]),
+        ...                   SampleMetrics(ones, ones, ones, ones, ones, 2 * ones))
+        >>> print(lines[2])
+        | animals | 1 | 3.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 2.00 |
+        >>> print(lines[4][:40])
+        | all | 3 | 3.00 ± 0.58 | 1.00 ± 0.00 |
+    """
+    columns = [bits_per_dim.float(), metrics.best_rmse, metrics.grey_rmse, metrics.paper_error, metrics.diversity,
+               metrics.sample_colourfulness, metrics.true_colourfulness]
+    lines = ["| tag | photos | NLL (bits per ab dim) | best-of-n RMSE | grey RMSE | the paper's best-of-n error | "
+             "diversity | colourfulness, samples | colourfulness, truth |", "|---" * 9 + "|"]
+    groups = {**tag_groups(tags), "all": list(range(len(tags)))}
+    for tag, indices in groups.items():
+        chosen = torch.tensor(indices)
+        cells = " | ".join(rmse_summary(column[chosen]) for column in columns)
+        lines.append(f"| {tag or '(none)'} | {len(indices)} | {cells} |")
+    return lines

@@ -10,6 +10,7 @@ Modules: :mod:`~cinn.data.errors` (``DataError``), :mod:`~cinn.data.idx` (idx fi
 :mod:`~cinn.data.tensor_dataset` (in-memory datasets, batching), :mod:`~cinn.data.named_datasets` (MNIST,
 Fashion-MNIST, CIFAR-10), :mod:`~cinn.data.images` (any image file → 8-bit PIL image),
 :mod:`~cinn.data.photos` (scikit-image's photos), :mod:`~cinn.data.folder` (folders of images),
+:mod:`~cinn.data.tagged` (photos tagged by a CSV photo list or by sub-folder),
 :mod:`~cinn.data.loading` (a dataset by name or folder, and its split), :mod:`~cinn.data.class_folder`
 (labelled images: named datasets or one sub-folder per class), :mod:`~cinn.data.celeba` (CelebA's faces and
 their 40 attributes), :mod:`~cinn.data.attributes` (named binary attributes: classes or CelebA's).
@@ -26,6 +27,7 @@ from cinn.data.loading import DATASETS, is_dataset_name, load_dataset, register_
 from cinn.data.named_datasets import load_cifar10, load_mnist_like
 from cinn.data.photos import SKIMAGE_PHOTOS, skimage_photo, square_photos
 from cinn.data.places import PLACES365_SPLITS, Places365Dataset, load_places365
+from cinn.data.tagged import TaggedPhotos, read_photo_list
 from cinn.data.tensor_dataset import TensorImageDataset, cache_in_memory, collate_images
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "DataError",
     "ImageFolderDataset",
     "Places365Dataset",
+    "TaggedPhotos",
     "TensorImageDataset",
     "attribute_key",
     "cache_in_memory",
@@ -56,6 +59,7 @@ __all__ = [
     "load_mnist_like",
     "load_places365",
     "open_image",
+    "read_photo_list",
     "register_dataset",
     "skimage_photo",
     "split_dataset",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,13 +31,29 @@ def is_image_file(path: Path | str) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
-class ImageFolderDataset(Dataset):
-    """Every image below a folder, resized and cropped to ``image_size × image_size``, unlabelled.
+def list_images(root: Path) -> list[Path]:
+    """The image files below ``root`` (:func:`is_image_file`), recursively, sorted by relative path; a missing,
+    non-folder or imageless ``root`` is a :class:`DataError`."""
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist; check the path")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder of images; pass the folder that contains the images")
+    paths = sorted((file for file in root.rglob("*") if is_image_file(file)),
+                   key=lambda file: file.relative_to(root).as_posix())
+    if not paths:
+        raise DataError(f"image folder {root} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                        "add images or pass another folder")
+    return paths
 
-    Files with the extensions in ``IMAGE_EXTENSIONS`` (any case) are listed recursively and sorted by
-    relative path. Each item is opened with PIL, turned upright from its EXIF orientation, converted to
-    8-bit RGB (``channels`` 3) or grey (1) from any mode (16-bit images are scaled, not clipped; alpha
-    is dropped), resized so its shorter side is ``image_size`` (bicubic, antialiased), then
+
+class ImageFolderDataset(Dataset):
+    """Every image below a folder (or the image files of a list), resized and cropped to
+    ``image_size × image_size``, unlabelled.
+
+    Files of a folder with the extensions in ``IMAGE_EXTENSIONS`` (any case) are listed recursively and sorted
+    by relative path (:func:`list_images`). Each item is opened with PIL, turned upright from its EXIF
+    orientation, converted to 8-bit RGB (``channels`` 3) or grey (1) from any mode (16-bit images are scaled,
+    not clipped; alpha is dropped), resized so its shorter side is ``image_size`` (bicubic, antialiased), then
     centre-cropped, or cropped at a position drawn from torch's RNG when ``random_crop``. An image whose
     shorter side is below ``min_size`` is a :class:`DataError` that names the config ``setting`` to lower
     (rather than an input upscaled beyond recognition).
@@ -53,23 +70,22 @@ class ImageFolderDataset(Dataset):
 
     num_classes = 0
 
-    def __init__(self, path: Path | str, image_size: int, channels: int = 3, random_crop: bool = False,
-                 min_size: int = 1, setting: str = "image_size"):
-        root = Path(path).expanduser()
+    def __init__(self, path: Path | str | Sequence[Path], image_size: int, channels: int = 3,
+                 random_crop: bool = False, min_size: int = 1, setting: str = "image_size"):
         if channels not in (1, 3):
             raise DataError(f"an image folder gives 1 (grey) or 3 (RGB) channels, not {channels}; set channels")
         if image_size < 1:
             raise DataError(f"image_size must be a positive number of pixels, got {image_size}; set image_size")
-        if not root.exists():
-            raise DataError(f"image folder {root} does not exist; check the path")
-        if not root.is_dir():
-            raise DataError(f"{root} is a file, not a folder of images; pass the folder that contains the images")
-        self.paths = sorted((file for file in root.rglob("*") if is_image_file(file)),
-                            key=lambda file: file.relative_to(root).as_posix())
-        if not self.paths:
-            raise DataError(f"image folder {root} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
-                            "add images or pass another folder")
-        self.root = root
+        if isinstance(path, (str, Path)):
+            self.paths = list_images(Path(path).expanduser())
+        else:  # these files, in this order
+            self.paths = [Path(file).expanduser() for file in path]
+            if not self.paths:
+                raise DataError("the list of images is empty; list at least one")
+            missing = [str(file) for file in self.paths if not is_image_file(file)]
+            if missing:
+                raise DataError(f"{len(missing)} listed image(s) missing or not image files, e.g. "
+                                f"{', '.join(missing[:3])}; fix the list or the files")
         self.image_size = image_size
         self.channels = channels
         self.random_crop = random_crop

@@ -11,7 +11,7 @@ from cinn.engine.checkpoint import (
     trained_weights,
 )
 from cinn.engine.distributed import ProcessGroup, close_process_group, init_process_group, resolve_device
-from cinn.engine.evaluate import BitsPerDim, evaluate_bits_per_dim, prepared_batches
+from cinn.engine.evaluate import BitsPerDim, evaluate_bits_per_dim, per_image_bits_per_dim, prepared_batches
 from cinn.engine.hooks import Hook, Samples, TrainingRun
 from cinn.engine.metrics import StepResult
 from cinn.engine.objective import DequantizedImages, GaussianNoiseImages, Objective
@@ -42,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "load_trained",
     "model_info",
+    "per_image_bits_per_dim",
     "prepared_batches",
     "resolve_device",
     "save_checkpoint",

@@ -45,6 +45,18 @@ class BitsPerDim(NamedTuple):
     median: float
     worst: float
 
+    @classmethod
+    def of(cls, per_image: Tensor) -> BitsPerDim:
+        """The summary of per-image bits/dim; the standard error is ``std / sqrt(N)`` (NaN for one image).
+
+        Example:
+            >>> BitsPerDim.of(torch.tensor([3.0, 4.0, 8.0])).summary()
+            '5.0000 ± 1.5275 (standard error, 3 images; median 4.0000, worst image 8)'
+        """
+        standard_error = per_image.std().item() / math.sqrt(len(per_image)) if len(per_image) > 1 else float("nan")
+        return cls(per_image.mean().item(), standard_error, len(per_image), per_image.median().item(),
+                   per_image.max().item())
+
     def summary(self) -> str:
         """``mean ± s.e. (… images); median …, worst image …`` for printing."""
         if self.count == 1:
@@ -54,21 +66,26 @@ class BitsPerDim(NamedTuple):
 
 
 @torch.no_grad()
-def evaluate_bits_per_dim(model: Flow, dataset: Dataset, objective: Objective, *, batch_size: int = 256,
-                          seed: int = 0, device: torch.device | str = "cpu", limit: int | None = None,
-                          progress: bool = True) -> BitsPerDim:
-    """Mean bits/dim over ``dataset`` (the first ``limit`` items) with its standard error, the count,
-    the median and the worst image.
+def per_image_bits_per_dim(model: Flow, dataset: Dataset, objective: Objective, *, batch_size: int = 256,
+                           seed: int = 0, device: torch.device | str = "cpu", limit: int | None = None,
+                           progress: bool = True) -> Tensor:
+    """The bits/dim of each of the first ``limit`` items of ``dataset``, in order: ``(N,)`` float64.
 
-    The standard error is ``std / sqrt(N)`` over per-image bits/dim. Dequantisation noise is drawn
-    from generators seeded with ``seed`` and the batch index, so the number is reproducible.
+    Dequantisation noise is drawn from generators seeded with ``seed`` and the batch index, so the numbers are
+    reproducible.
     """
     model.eval()
     values = []
     for x, c in prepared_batches(dataset, objective, batch_size=batch_size, seed=seed, device=device,
                                  limit=limit, progress=progress):
         values.append(objective.bits_per_dim(model.log_prob(x, c).float(), x).double().cpu())
-    per_image = torch.cat(values)
-    standard_error = per_image.std().item() / math.sqrt(len(per_image)) if len(per_image) > 1 else float("nan")
-    return BitsPerDim(per_image.mean().item(), standard_error, len(per_image), per_image.median().item(),
-                      per_image.max().item())
+    return torch.cat(values)
+
+
+def evaluate_bits_per_dim(model: Flow, dataset: Dataset, objective: Objective, *, batch_size: int = 256,
+                          seed: int = 0, device: torch.device | str = "cpu", limit: int | None = None,
+                          progress: bool = True) -> BitsPerDim:
+    """Mean bits/dim over ``dataset`` (the first ``limit`` items) with its standard error, the count,
+    the median and the worst image: :meth:`BitsPerDim.of` :func:`per_image_bits_per_dim`."""
+    return BitsPerDim.of(per_image_bits_per_dim(model, dataset, objective, batch_size=batch_size, seed=seed,
+                                                device=device, limit=limit, progress=progress))
