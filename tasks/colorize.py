@@ -75,6 +75,7 @@ from cinn.data import (
 )
 from cinn.data.images import MAX_ASPECT_RATIO, MAX_PIXELS
 from cinn.engine import TrainConfig, resolve_device
+from cinn.models.registry import MAX_WIDTH
 from cinn.task import MAX_IMAGE_SIZE, CinnModelConfig, Command, Task, TrainedRun, first_items
 from cinn.viz import save_grid, save_image_table, writing
 from cinn.web import CACHE_SECONDS, PageContext, PageError, answered, page_seed, uploaded_image
@@ -139,9 +140,14 @@ class ModelConfig(CinnModelConfig):
     """cinn, or the L2 regression baseline (same condition network, an upsampling head)"""
     condition_channels: list[int] | None = None
     """features of the condition network on L per level (default 32, 64, 128, ...)"""
+    global_features: int = 0
+    """> 0: the condition network also sees the whole photo, a vector of this many numbers that offsets every
+    level's features (Iizuka et al. 2016); 0: local features only"""
 
     def validate(self) -> None:
         super().validate()
+        if not 0 <= self.global_features <= MAX_WIDTH:
+            raise ConfigError(f"model.global_features must lie in 0..{MAX_WIDTH}, got {self.global_features}")
         if self.condition_channels is not None and len(self.condition_channels) != self.n_levels:
             raise ConfigError(f"model.condition_channels needs one width per level ({self.n_levels}), got "
                               f"{self.condition_channels}")

@@ -72,6 +72,9 @@ MODEL_CASES = [
     ModelCase("cinn_conv_image_condition", lambda: build_cinn(
         (2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=2, hidden_channels=8, condition_channels=(4, 4)),
         image(1, 8, 8)),
+    ModelCase("cinn_global_condition_features", lambda: build_cinn(
+        (2, 8, 8), (1, 8, 8), n_levels=2, blocks_per_level=2, hidden_channels=8, condition_channels=(4, 4),
+        global_features=4), image(1, 8, 8)),
     ModelCase("cinn_conv_condition_at_twice_the_resolution", lambda: build_cinn(
         (2, 4, 4), (1, 8, 8), n_levels=2, blocks_per_level=1, hidden_channels=8, condition_channels=(4, 4)),
         image(1, 8, 8)),

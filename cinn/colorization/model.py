@@ -22,11 +22,13 @@ def colorization_model_spec(architecture: Literal["cinn", "regressor"], crop_siz
                             *, n_levels: int = 3, blocks_per_level: int = 4, hidden_channels: int = 64,
                             condition_channels: Sequence[int] | None = None,
                             coupling: CouplingSpec = "soft_clamp_affine", subnet: str = "cinn_conv",
-                            split_prior: bool = False, actnorm: bool = False, seed: int = 0) -> dict[str, Any]:
+                            split_prior: bool = False, actnorm: bool = False, global_features: int = 0,
+                            seed: int = 0) -> dict[str, Any]:
     """The spec (:mod:`cinn.models.registry`) of a model of ab ``(2, s, s)``, ``s = crop_size /
     ab_downsample``, given L ``(1, crop_size, crop_size)``: the cINN (:func:`~cinn.models.build_cinn`) or
-    the L2 baseline with the same condition network (:func:`~cinn.models.build_regressor`). Both also run
-    at other sizes (L sides multiples of ``2^n_levels · ab_downsample``).
+    the L2 baseline with the same condition network (:func:`~cinn.models.build_regressor`; with
+    ``global_features`` it also sees the whole photo, :class:`~cinn.models.condition.ImageConditionPyramid`).
+    Both also run at other sizes (L sides multiples of ``2^n_levels · ab_downsample``).
 
     Example:
         >>> colorization_model_spec("regressor", 16, 2, n_levels=2)["arguments"]["input_shape"]
@@ -34,7 +36,7 @@ def colorization_model_spec(architecture: Literal["cinn", "regressor"], crop_siz
     """
     ab_size = crop_size // ab_downsample
     shapes = {"input_shape": (2, ab_size, ab_size), "condition_shape": (1, crop_size, crop_size),
-              "n_levels": n_levels, "condition_channels": condition_channels}
+              "n_levels": n_levels, "condition_channels": condition_channels, "global_features": global_features}
     if architecture == "regressor":
         return model_spec(build_regressor, **shapes)
     if architecture != "cinn":

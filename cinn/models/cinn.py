@@ -31,7 +31,7 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
                blocks_per_level: int = 4, hidden_channels: int = 64,
                condition_channels: Sequence[int] | None = None, coupling: CouplingSpec = "soft_clamp_affine",
                subnet: str = "cinn_conv", split_prior: bool = False, actnorm: bool = False, seed: int = 0,
-               channels_last: bool | None = None) -> Flow:
+               global_features: int = 0, channels_last: bool | None = None) -> Flow:
     r"""Multi-scale conditional INN: ``L`` levels of [Haar → K × (conditional coupling → orthogonal
     permutation)] → split.
 
@@ -48,6 +48,8 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     ``|s| < clamp`` with clamp 1.5 (:class:`~cinn.blocks.SoftClampAffine`). After each level but the last, half the
     channels are split off (plain split as in the paper, or a learned prior with ``split_prior``).
     ``actnorm`` (not in the paper) puts an :class:`~cinn.blocks.ActNorm` before every coupling.
+    ``global_features > 0`` gives an image condition's pyramid a global branch: a vector of that many numbers
+    computed from the whole image offsets every level's features.
     ``channels_last`` sets the memory layout as in :func:`~cinn.models.glow.build_glow` (``None``: chosen by
     the training engine on the machine).
 
@@ -69,8 +71,11 @@ def build_cinn(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_
     sizes = [(height // 2 ** (level + 1), width // 2 ** (level + 1)) for level in range(n_levels)]
     if len(condition_shape) == 3:
         condition_net = ImageConditionPyramid(condition_shape[0], condition_channels,
-                                              extra_stages=condition_scale_steps(condition_shape, input_shape))
+                                              extra_stages=condition_scale_steps(condition_shape, input_shape),
+                                              global_features=global_features)
     elif len(condition_shape) == 1:
+        if global_features:
+            raise ValueError("global_features applies to an image condition; a class label is global already")
         condition_net = LabelMaps(condition_shape[0], condition_channels, sizes)
     else:
         raise ValueError(f"condition_shape must be an image (C, H, W) or a class count (K,), got "

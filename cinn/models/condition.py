@@ -53,6 +53,13 @@ class ImageConditionPyramid(nn.Module):
     ``l`` (0-based) has ``channels[l]`` maps at ``(H / 2^(e+l+1), W / 2^(e+l+1))``, ``e = extra_stages``:
     the resolution of level ``l`` of a flow that Haar-downsamples before each level.
 
+    With ``global_features = G > 0`` the pyramid also sees the whole image (Iizuka et al. 2016's fusion): the
+    coarsest output ``f_L`` goes through two stride-2 3x3 convs with ReLU, a global average pool and a linear
+    layer with ReLU to a vector ``g`` of ``G`` numbers, and every output gets a per-channel offset from it,
+    ``f_l ← f_l + W_l g`` broadcast over positions. The ``W_l`` start at zero, so an untrained global branch
+    leaves the features as they were; ``g`` does not depend on the image size (a mean over positions), so a
+    model trained on crops runs on whole photos.
+
     Shapes: ``(B, C_c, H, W)`` → ``[(B, channels[l], H/2^(e+l+1), W/2^(e+l+1)) for l]``.
 
     Example:
@@ -61,12 +68,15 @@ class ImageConditionPyramid(nn.Module):
         [torch.Size([16, 8, 8]), torch.Size([32, 4, 4])]
         >>> [f.shape[1:] for f in ImageConditionPyramid(1, (16, 32), extra_stages=1)(torch.randn(2, 1, 32, 32))]
         [torch.Size([16, 8, 8]), torch.Size([32, 4, 4])]
+        >>> [f.shape[1:] for f in ImageConditionPyramid(1, (16, 32), global_features=8)(torch.randn(2, 1, 16, 16))]
+        [torch.Size([16, 8, 8]), torch.Size([32, 4, 4])]
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], extra_stages: int = 0):
+    def __init__(self, in_channels: int, channels: Sequence[int], extra_stages: int = 0, global_features: int = 0):
         super().__init__()
-        if extra_stages < 0:
-            raise ValueError(f"extra_stages must not be negative, got {extra_stages}")
+        if extra_stages < 0 or global_features < 0:
+            raise ValueError(f"extra_stages and global_features must not be negative, got {extra_stages} and "
+                             f"{global_features}")
         self.extra_stages = extra_stages
         stages = []
         width = in_channels
@@ -77,13 +87,27 @@ class ImageConditionPyramid(nn.Module):
             ))
             width = out
         self.stages = nn.ModuleList(stages)
+        self.global_net = self.fusions = None
+        if global_features:
+            self.global_net = nn.Sequential(
+                nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, global_features), nn.ReLU())
+            self.fusions = nn.ModuleList(nn.Linear(global_features, out, bias=False) for out in channels)
+            for fusion in self.fusions:
+                nn.init.zeros_(fusion.weight)
 
     def forward(self, c: Tensor) -> list[Tensor]:
         features = []
         for stage in self.stages:
             c = stage(c)
             features.append(c)
-        return features[self.extra_stages:]
+        features = features[self.extra_stages:]
+        if self.global_net is None:
+            return features
+        whole = self.global_net(features[-1])
+        return [f + fusion(whole)[:, :, None, None].to(f.dtype) for f, fusion in zip(features, self.fusions,
+                                                                                       strict=True)]
 
 
 class LabelMaps(nn.Module):

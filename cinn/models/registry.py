@@ -34,7 +34,7 @@ MAX_WIDTH = 8192
 MAX_SPEC_ITEMS = 256
 """The most numbers, strings and containers a spec's arguments may hold in all (a spec has a few dozen)."""
 
-_WIDTHS = ("hidden_channels", "hidden_features", "n_classes", "width")
+_WIDTHS = ("hidden_channels", "hidden_features", "n_classes", "width", "global_features")
 _DEPTHS = ("n_levels", "steps_per_level", "blocks_per_level", "n_blocks", "layers_per_block")
 _SHAPES = ("input_shape", "condition_shape")
 

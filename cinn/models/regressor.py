@@ -89,10 +89,11 @@ class GaussianRegressor(nn.Module):
 
 
 def build_regressor(input_shape: Sequence[int], condition_shape: Sequence[int], *, n_levels: int = 3,
-                    condition_channels: Sequence[int] | None = None) -> GaussianRegressor:
+                    condition_channels: Sequence[int] | None = None,
+                    global_features: int = 0) -> GaussianRegressor:
     """The deterministic counterpart of :func:`~cinn.models.build_cinn`: the same condition network
     (:class:`~cinn.models.condition.ImageConditionPyramid`, same widths; the condition may be ``2^k``
-    times larger than ``x``) and an :class:`UpsamplingHead` that predicts ``x``.
+    times larger than ``x``; ``global_features`` as there) and an :class:`UpsamplingHead` that predicts ``x``.
 
     Example:
         >>> model = build_regressor((2, 64, 64), (1, 64, 64))
@@ -103,5 +104,6 @@ def build_regressor(input_shape: Sequence[int], condition_shape: Sequence[int], 
     if condition_channels is None:
         condition_channels = default_condition_channels(n_levels)
     condition_net = ImageConditionPyramid(condition_shape[0], condition_channels,
-                                          extra_stages=condition_scale_steps(condition_shape, input_shape))
+                                          extra_stages=condition_scale_steps(condition_shape, input_shape),
+                                          global_features=global_features)
     return GaussianRegressor(input_shape, condition_net, UpsamplingHead(condition_channels, input_shape[0]))
