@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -83,6 +83,13 @@ class TrainConfig:
     flush_denormals: bool = True
     """treat subnormal floats (below 1.2e-38) as zero on the CPU, where arithmetic on them is slow once Adam's
     moments and the gradients hold many (process-wide, CPU only; BENCHMARKS.md, "Subnormal floats")"""
+    lr_scale: dict[str, Any] = field(default_factory=dict)
+    """learning-rate multipliers by module name, e.g. {condition_net: 0.1}: that module trains at 0.1 x lr"""
+    init_from: str | None = None
+    """a checkpoint whose trained weights start the modules train.init_modules names (a new run, not a resume)"""
+    init_modules: list[str] = field(default_factory=list)
+    """the modules train.init_from starts, e.g. [condition_net] (a condition network pre-trained as a
+    regressor); names and shapes must match"""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda, cuda:N"""
     num_workers: int = 0
@@ -115,14 +122,23 @@ class TrainConfig:
         if self.keep == "best" and self.eval_every <= 0:
             raise ConfigError("train.keep=best needs evaluations to choose from; set train.eval_every")
         check_device_name(self.device, "train.device")
+        for name, scale in self.lr_scale.items():
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+                raise ConfigError(f"train.lr_scale.{name} must be a positive number, got {scale!r}")
+        if bool(self.init_from) != bool(self.init_modules):
+            raise ConfigError("train.init_from and train.init_modules go together: the checkpoint and the modules "
+                              "it starts")
         if self.compile and self.backprop == "inversion":
             raise ConfigError("train.compile cannot trace backprop by inversion (train.backprop=inversion); "
                               "choose one")
 
 
-def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimiser; Adam and AdamW use torch's fused kernel (one pass over all parameters rather
-    than a loop over them; BENCHMARKS.md, "Training speed against the standard PyTorch Glow", has its speed).
+def build_optimizer(parameters: list[nn.Parameter] | list[dict[str, Any]],
+                    config: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimiser of ``parameters`` (or of parameter groups with their own ``lr``,
+    :func:`~cinn.engine.warm_start.parameter_groups`); Adam and AdamW use torch's fused kernel (one pass over
+    all parameters rather than a loop over them; BENCHMARKS.md, "Training speed against the standard PyTorch
+    Glow", has its speed).
 
     Example:
         >>> build_optimizer(list(nn.Linear(2, 2).parameters()), TrainConfig(optimizer="adam")).defaults["lr"]

@@ -29,6 +29,7 @@ from cinn.engine.model_support import model_support
 from cinn.engine.objective import Objective
 from cinn.engine.schedule import BatchSchedule, learning_rate_factor, step_seed
 from cinn.engine.train_config import TrainConfig, build_optimizer
+from cinn.engine.warm_start import parameter_groups, warm_start
 from cinn.progress import Progress
 from cinn.viz import plot_learning_curve
 
@@ -138,7 +139,7 @@ class Trainer:
         if config.flush_denormals and self.device.type == "cpu":
             torch.set_flush_denormal(True)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.parameters, config)
+        self.optimizer = build_optimizer(parameter_groups(model, config.lr, config.lr_scale), config)
         self.ema: AveragedModel | None = None
         self.best: dict[str, Any] | None = None
         self.step = 0
@@ -266,6 +267,11 @@ class Trainer:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
             self.settle_layout(None, None)
         else:
+            if self.config.init_from:
+                count = warm_start(self.model, self.config.init_from, self.config.init_modules)
+                if self.is_main:
+                        self._say(f"started {', '.join(self.config.init_modules)} from {self.config.init_from} "
+                              f"({count:,} weights)")
             self.settle_layout(*self.initialize())
         self._session_start = time.monotonic()
         self.model.train()
