@@ -1,14 +1,16 @@
-"""Best-of-N ab RMSE of colourisation models on the same photos and sample draws, compared photo by photo.
+"""NLL and best-of-N ab RMSE of colourisation models on the same photos and sample draws, compared photo by photo.
 
 A mean over 10 photos carries a standard error of about 1 Lab unit, so two models' means say little on their
 own; the same photos and the same sample draws make a paired comparison. For every checkpoint (``default``: the
-pretrained model shipped with cinn) and every draw seed, each photo's best-of-N RMSE
-(:func:`cinn.colorization.metrics.sample_metrics`, as ``eval`` computes it) is averaged over the draws; then
-each model's mean over the photos, and the first model against each other one: the mean per-photo
-difference ± its standard error and on how many photos the first model is lower.
+pretrained model shipped with cinn) each photo's NLL (bits per ab dimension, as ``eval`` computes it: uniform
+dequantisation, noise seed 0) and its best-of-N RMSE (:func:`cinn.colorization.metrics.sample_metrics`,
+averaged over the draw seeds) are computed; then each model's mean over the photos, and the first model
+against each other one: the mean per-photo difference ± its standard error and on how many photos the first
+model is lower. ``--data`` is a folder or a CSV photo list (``folder,photo,tag``); with tags, every tag is also
+compared on its own photos.
 
-    python benchmarks/colorize_paired.py --data data/sun_hays_heldout \\
-        --checkpoints default runs/colorize_sun_hays80/checkpoint.pt --seeds 0,1,2
+    python benchmarks/colorize_paired.py --data benchmarks/colorize_heldout.csv \\
+        --checkpoints NEW.pt default --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -18,27 +20,50 @@ import math
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from cinn.colorization.metrics import sample_metrics
 from cinn.colorization.model import PRETRAINED_COLORIZER
-from cinn.engine import resolve_device
+from cinn.data.tagged import tag_groups
+from cinn.engine import per_image_bits_per_dim, resolve_device
 from tasks.colorize import ColorizeTask
 
 
-def per_photo_rmse(checkpoint: Path, data: str, seeds: list[int], samples: int, temperature: float,
-                   device: torch.device) -> torch.Tensor:
-    """Each photo's best-of-``samples`` ab RMSE, averaged over the draws ``seeds``: ``(photos,)``."""
+def per_photo(checkpoint: Path, data: str, seeds: list[int], samples: int, temperature: float,
+              device: torch.device) -> tuple[Tensor, Tensor, list[str]]:
+    """Each photo's NLL and best-of-``samples`` ab RMSE (the mean over the draws ``seeds``), and its tag."""
     task = ColorizeTask()
     run = task.open(checkpoint, device)
     photos, _ = task.eval_data(run.config, data)
+    nll = per_image_bits_per_dim(run.model, photos, task.objective(run.config, train=False),
+                                 batch_size=task.eval_batch_size, device=device)
     draws = [sample_metrics(run.model, photos, ab_downsample=run.conventions["ab_downsample"], n_samples=samples,
                             temperature=temperature, seed=seed, device=device).best_rmse for seed in seeds]
-    return torch.stack(draws).mean(0)
+    return nll.float(), torch.stack(draws).mean(0), list(getattr(photos, "tags", [""] * len(photos)))
+
+
+def mean_and_error(values: Tensor) -> str:
+    spread = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{values.mean().item():.3f} ± {spread:.3f}"
+
+
+def compare(names: list[str], measures: list[Tensor], what: str, photos: list[int]) -> list[str]:
+    """Lines: each model's mean of ``what`` over ``photos``, then the first model minus each other one."""
+    chosen = torch.tensor(photos)
+    lines = [f"  {what}:"]
+    for name, values in zip(names, measures, strict=True):
+        lines.append(f"    {name}: {mean_and_error(values[chosen])}")
+    for name, values in zip(names[1:], measures[1:], strict=True):
+        difference = (measures[0] - values)[chosen]
+        lines.append(f"    {names[0]} − {name}: {mean_and_error(difference)} (paired); lower on "
+                     f"{int((difference < 0).sum())} of {len(difference)} photos")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="a folder of colour photos none of the models saw")
+    parser.add_argument("--data", required=True,
+                        help="colour photos none of the models saw: a folder or a CSV photo list")
     parser.add_argument("--checkpoints", nargs="+", required=True,
                         help="colourisation checkpoints; 'default' is the shipped pretrained model")
     parser.add_argument("--seeds", default="0,1,2", help="sample draws, comma-separated")
@@ -50,16 +75,17 @@ def main() -> None:
     paths = [PRETRAINED_COLORIZER if name == "default" else Path(name) for name in args.checkpoints]
     device = resolve_device(args.device)
     with torch.no_grad():
-        rmse = [per_photo_rmse(path, args.data, seeds, args.samples, args.temperature, device) for path in paths]
-    print(f"best-of-{args.samples} ab RMSE at T={args.temperature}, Lab units, mean of draws {seeds} per photo, "
-          f"{len(rmse[0])} photos:")
-    for name, values in zip(args.checkpoints, rmse, strict=True):
-        print(f"  {name}: {values.mean():.2f} ± {values.std() / math.sqrt(len(values)):.2f}")
-    for name, values in zip(args.checkpoints[1:], rmse[1:], strict=True):
-        difference = rmse[0] - values
-        print(f"  {args.checkpoints[0]} − {name}: {difference.mean():+.2f} ± "
-              f"{difference.std() / math.sqrt(len(difference)):.2f} (paired); lower on "
-              f"{int((difference < 0).sum())} of {len(difference)} photos")
+        results = [per_photo(path, args.data, seeds, args.samples, args.temperature, device) for path in paths]
+    tags = results[0][2]
+    groups = {"all photos": list(range(len(tags)))}
+    if any(tags):
+        groups.update(tag_groups(tags))
+    for group, photos in groups.items():
+        print(f"{group} ({len(photos)}):")
+        print("\n".join(compare(args.checkpoints, [nll for nll, _, _ in results], "NLL, bits per ab dim", photos)))
+        print("\n".join(compare(args.checkpoints, [rmse for _, rmse, _ in results],
+                                f"best-of-{args.samples} ab RMSE at T={args.temperature}, Lab units, mean of "
+                                f"draws {seeds}", photos)))
 
 
 if __name__ == "__main__":
