@@ -398,7 +398,10 @@ class ColorizeTask(Task[ColorizeConfig]):
                                 help="replace outputs that exist already (without it, colorize refuses to start)")
 
         def table_arguments(parser: argparse.ArgumentParser) -> None:
-            parser.add_argument("--input", type=Path, required=True, help="a folder of colour photos")
+            parser.add_argument("--input", type=Path, required=True,
+                                help="a folder of colour photos or a CSV photo list (folder,photo,tag)")
+            parser.add_argument("--tags", nargs="+", metavar="TAG",
+                                help="only the photos with these tags (a list's tags, or a folder's sub-folders)")
             parser.add_argument("--photos", type=positive_int, default=10, help="rows: the first N photos")
             parser.add_argument("--samples", type=int_in_range(1, MAX_SAMPLES), default=TABLE_SAMPLES,
                                 help=f"colourings per temperature, {SAMPLES_LIMIT}")
@@ -415,6 +418,12 @@ class ColorizeTask(Task[ColorizeConfig]):
         refuse_output_among_inputs(args.out, args.input, "--out", "--input")
         run = self.open(args.checkpoint, resolve_device(args.device))
         photos, where = self.eval_data(run.config, str(args.input))
+        if args.tags:
+            chosen = [index for index, tag in enumerate(photos.tags) if tag in args.tags]
+            if not chosen:
+                raise DataError(f"no photo of {args.input} has the tag(s) {', '.join(args.tags)}; its tags: "
+                                f"{', '.join(sorted(set(photos.tags))) or 'none (no sub-folders)'}")
+            photos, where = Subset(photos, chosen), f"{where}, those tagged {', '.join(args.tags)}"
         table, titles = self.colouring_table(colorizer_for(run.model, run.conventions, run.device), photos,
                                              args.temperatures, args.samples, args.photos)
         print(f"{save_image_table(table, titles, args.out)}: {len(table)} of {where}")

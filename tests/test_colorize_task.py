@@ -139,6 +139,18 @@ def test_eval_on_a_folder_of_sub_folders_judges_each_sub_folder(trained_run, tmp
     assert list(rows) == ["landscape", "urban", "all"] and rows["urban"][0] == "2"
 
 
+def test_table_draws_the_photos_of_the_tags_asked_for(trained_run, tmp_path, capsys):
+    write_photo_folder(tmp_path / "photos" / "people", 2)
+    write_photo_folder(tmp_path / "photos" / "urban", 3)
+    out = tmp_path / "table.png"
+    arguments = ["table", "--checkpoint", str(trained_run / "checkpoint.pt"), "--input", str(tmp_path / "photos"),
+                 "--samples", "1", "--out", str(out)]
+    assert colorize.main([*arguments, "--tags", "people"]) == 0
+    assert "2 of all 5 photos" in capsys.readouterr().out and out.is_file()
+    with pytest.raises(DataError, match="its tags: people, urban"):
+        colorize.main([*arguments, "--tags", "animals"])
+
+
 @pytest.mark.parametrize("text, message", [
     ("folder,photo\n.,photo_0.png\n", "it needs folder, photo, tag"),
     ("folder,photo,tag\n.,photo_9.png,people\n", "missing or not image files"),
