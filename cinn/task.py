@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -86,7 +87,7 @@ from cinn.engine.run import RunDirectory, check_batch_size, require_resumable, r
 from cinn.engine.train_config import MAX_SEED
 from cinn.models import Flow, VariationallyDequantizedFlow, build_tarflow, build_variationally_dequantized
 from cinn.models.registry import MAX_BLOCKS, MAX_IMAGE_SIZE, build_from_spec, model_spec
-from cinn.viz import save_grid
+from cinn.viz import save_grid, writing
 from cinn.web import PageContext, Workspace, open_gradio
 
 C = TypeVar("C")
@@ -152,6 +153,23 @@ class CinnModelConfig:
         if self.n_levels * self.blocks_per_level > MAX_BLOCKS:
             raise ConfigError(f"model.n_levels x model.blocks_per_level must be at most {MAX_BLOCKS} couplings, "
                               f"got {self.n_levels} x {self.blocks_per_level}")
+
+
+def write_per_image(path: Path, bits_per_dim: Tensor) -> None:
+    """Write each image's bits/dim to the CSV file ``path`` (``image,bits_per_dim``, full float64 precision),
+    atomically.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "bpd.csv"; write_per_image(path, torch.tensor([3.25, 4.0]))
+        >>> path.read_text().splitlines()
+        ['image,bits_per_dim', '0,3.25', '1,4.0']
+    """
+    rows = "".join(f"{index},{value!r}\n" for index, value in enumerate(bits_per_dim.double().tolist()))
+    temporary = path.with_name(f".{path.name}.tmp")
+    with writing(path):
+        temporary.write_text("image,bits_per_dim\n" + rows)
+        os.replace(temporary, path)
 
 
 def split_description(data: ImageDataConfig) -> str:
@@ -536,6 +554,8 @@ class Task(ABC, Generic[C]):
             self.after_training(trainer, config, eval_set)
 
     def evaluate(self, args: argparse.Namespace) -> None:
+        if args.per_image is not None:
+            cli.writable_file(args.per_image, "--per-image")
         self.check_eval_arguments(args)
         run = self.open(args.checkpoint, resolve_device(args.device))
         eval_set, where = self.eval_data(run.config, args.data)
@@ -545,6 +565,8 @@ class Task(ABC, Generic[C]):
         per_image = per_image_bits_per_dim(run.model, eval_set, objective, batch_size=args.batch_size,
                                            seed=args.seed, device=run.device, limit=args.limit)
         print(self.describe_bits_per_dim(BitsPerDim.of(per_image), run, where))
+        if args.per_image is not None:
+            write_per_image(args.per_image, per_image)
         if args.bits_only:
             return
         if getattr(objective, "class_conditional", False):  # the condition is the image's class
@@ -667,6 +689,9 @@ class Task(ABC, Generic[C]):
         evaluate.add_argument("--bits-only", action="store_true",
                               help="print the bits/dim alone (to compare runs quickly: no Bayes-rule accuracy, no "
                                    "task measures)")
+        evaluate.add_argument("--per-image", type=Path, metavar="CSV",
+                              help="also write each held-out image's bits/dim to CSV (image,bits_per_dim; in the "
+                                   "held-out set's order): paired comparisons of models, the worst images")
         self.add_eval_arguments(evaluate)
         upgrade = commands.add_parser("upgrade", help="rewrite a checkpoint of an earlier cinn in the current "
                                                       "format")

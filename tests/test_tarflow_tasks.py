@@ -150,6 +150,19 @@ def test_eval_bits_only_prints_the_bits_per_dim_alone(class_conditional_run, cap
     assert len(lines) == 1 and lines[0].startswith("test bits/dim:")
 
 
+def test_eval_writes_each_images_bits_per_dim(class_conditional_run, tmp_path, capsys):
+    capsys.readouterr()
+    path = tmp_path / "bpd.csv"
+    assert mnist.main(["eval", "--checkpoint", str(class_conditional_run / "checkpoint.pt"), "--bits-only",
+                       "--per-image", str(path)]) == 0
+    printed = float(capsys.readouterr().out.split("test bits/dim: ")[1].split()[0])
+    rows = path.read_text().splitlines()
+    values = [float(row.split(",")[1]) for row in rows[1:]]
+    assert rows[0] == "image,bits_per_dim" and [row.split(",")[0] for row in rows[1:]] == [
+        str(index) for index in range(len(values))]
+    assert sum(values) / len(values) == pytest.approx(printed, abs=5e-5)
+
+
 def test_a_validation_split_as_large_as_the_training_split_is_refused(data_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_command(mnist.main, ["train", "--config", MNIST_TINY, "--data.root", str(data_root), "--run_dir",
