@@ -1,11 +1,13 @@
-"""The photo folders of the pretrained colourisation model: its training photos and the 10 held-out
-Sun-Hays photos it is judged on, as folders of links to ``../shared/data`` (nothing is copied).
+"""The photo folders of the colourisation models: training photos and held-out photos, as folders of links to
+``../shared/data`` (nothing is copied).
 
-    python benchmarks/colorize_photo_sets.py            # writes data/colorize_train/ and data/sun_hays_heldout/
+    python benchmarks/colorize_photo_sets.py  # data/colorize_train/, data/sun_hays_heldout/, data/colorize_train571/
 
-Training: all of ``urban_set14_set5/`` (109 photos) and the 70 Sun-Hays photos that
-``configs/colorize/sun_hays80.yaml`` trains on; held out: the other 10, the same seeded split
-(``split_dataset(photos, 0.125, seed=0)``), so the pretrained model is judged on the Sun-Hays benchmark's photos.
+``colorize_train/`` (179 photos, the shipped model's until now): all of ``urban_set14_set5/`` (109 photos) and the
+70 Sun-Hays photos that ``configs/colorize/sun_hays80.yaml`` trains on; ``sun_hays_heldout/``: the other 10, the
+same seeded split (``split_dataset(photos, 0.125, seed=0)``), the Sun-Hays benchmark's photos.
+``colorize_train571/``: every photo of ``sun_hays80/``, ``urban_set14_set5/`` and ``bsds432/`` (621) except the
+50 of the held-out list ``benchmarks/colorize_heldout.csv`` (those 10 Sun-Hays photos and 40 BSDS photos): 571.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cinn.data import ImageFolderDataset, split_dataset
+from cinn.data import ImageFolderDataset, read_photo_list, split_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+HELD_OUT = Path(__file__).resolve().parent / "colorize_heldout.csv"
 
 
 def link_all(paths: list[Path], folder: Path, prefix: str) -> None:
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=SHARED, help="the folder holding sun_hays80/ and "
                                                                     "urban_set14_set5/")
     parser.add_argument("--out", type=Path, default=Path("data"))
+    parser.add_argument("--held-out", type=Path, default=HELD_OUT, help="the photo list never to train on")
     args = parser.parse_args()
     sun_hays = ImageFolderDataset(args.shared / "sun_hays80", image_size=128)
     train, held_out = split_dataset(sun_hays, 0.125, seed=0)  # as configs/colorize/sun_hays80.yaml splits it
@@ -40,6 +44,15 @@ def main() -> None:
     link_all([sun_hays.paths[i] for i in held_out.indices], args.out / "sun_hays_heldout", "sunhays")
     print(f"{args.out / 'colorize_train'}: {len(train) + len(urban)} photos; {args.out / 'sun_hays_heldout'}: "
           f"{len(held_out)} photos ({', '.join(sun_hays.paths[i].name for i in held_out.indices)})")
+    listed, _ = read_photo_list(args.held_out)
+    never = {path.resolve() for path in listed}
+    count = 0
+    for folder, prefix in (("sun_hays80", "sunhays"), ("urban_set14_set5", "urban"), ("bsds432", "bsds")):
+        paths = [path for path in ImageFolderDataset(args.shared / folder, image_size=128).paths
+                 if path.resolve() not in never]
+        link_all(paths, args.out / "colorize_train571", prefix)
+        count += len(paths)
+    print(f"{args.out / 'colorize_train571'}: {count} photos (none of the {len(never)} in {args.held_out})")
 
 
 if __name__ == "__main__":
