@@ -1,7 +1,7 @@
 """The photo folders of the colourisation models: training photos and held-out photos, as folders of links to
 ``../shared/data`` (nothing is copied).
 
-    python benchmarks/colorize_photo_sets.py  # data/colorize_train/, data/sun_hays_heldout/, data/colorize_train571/
+    python benchmarks/colorize_photo_sets.py   # writes data/colorize_train/, sun_hays_heldout/, colorize_train571/
 
 ``colorize_train/`` (179 photos, the shipped model's until now): all of ``urban_set14_set5/`` (109 photos) and the
 70 Sun-Hays photos that ``configs/colorize/sun_hays80.yaml`` trains on; ``sun_hays_heldout/``: the other 10, the
