@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One prepared GPU run of at most 8 minutes: the CUDA tests, then CIFAR Glow (K=32, L=3, width 512, affine, LU,
+# One prepared GPU run of at most 10 minutes: the CUDA tests, then CIFAR Glow (K=32, L=3, width 512, affine, LU,
 # 32x32x3) training img/s for cinn and rosinality/glow-pytorch side by side, backprop by inversion's memory,
-# and a profile of the bf16 step. Everything it prints also goes to $OUT (default runs/gpu).
+# a profile of the bf16 step, torch.compile, and the training and sampling img/s of the attention subnets and the
+# spline and mixture maps against the conv/affine Glow. Everything it prints also goes to $OUT (default runs/gpu).
 #
 # Prepare here, once (nothing of it is committed):
 #   python3 -m pip wheel --no-deps -w .whl FrEIA==0.2           # pure Python: a wheel for any Python 3
@@ -20,8 +21,11 @@ PEER=${PEER:-scratch/glow-pytorch}
 
 if [[ "${1:-}" == "--dry-run" ]]; then
     DEVICE=cpu K=1 ROUNDS=1 SIZES=("2 fp32" "2 bf16") INVERSION_BATCH=2 PROFILE_BATCH=2
+    INGREDIENTS=(--config configs/glow/tiny.yaml --shape 1 8 8 --steps 1 --sample-batch 2 --train.batch_size=2)
 else
     DEVICE=cuda K=32 ROUNDS=8 SIZES=("64 fp32" "256 fp32" "512 bf16") INVERSION_BATCH=64 PROFILE_BATCH=512
+    INGREDIENTS=(--config configs/glow/cifar10.yaml --shape 3 32 32 --steps 10 --sample-batch 256
+                 --train.batch_size=64 --model.steps_per_level=8)
 fi
 
 step() {  # step NAME TIMEOUT COMMAND...: run it, log it to $OUT/NAME.txt, go on whatever it returns
@@ -65,4 +69,15 @@ read -r batch precision <<< "${SIZES[-1]}"
 step compile 90 "$PYTHON" benchmarks/train_vs_peer.py --device "$DEVICE" --implementations cinn,cinn-compile \
     --precision "$precision" --steps-per-level "$K" --batch-size "$batch" --rounds "$ROUNDS" --warmup 3 \
     --json "$OUT/compile.json"
+# 7. The couplings and subnets of this decade, each against the conv subnet with the affine map (K=8 per level):
+#    training and sampling img/s in bf16 (`bench`).
+VARIANTS=("affine_conv|" "vit_attention|--model.subnet=vit_attention"
+          "gated_attention|--model.subnet=gated_attention"
+          "spline|--model.coupling={map: rational_quadratic_spline}"
+          "mixture|--model.coupling={map: logistic_mixture_cdf}")
+for variant in "${VARIANTS[@]}"; do
+    name=${variant%%|*} override=${variant#*|}
+    step "ingredient_$name" 45 "$PYTHON" -m tasks.glow bench "${INGREDIENTS[@]}" --train.device="$DEVICE" \
+        --train.precision=bf16 ${override:+"$override"}
+done
 echo "results in $OUT"
