@@ -37,14 +37,14 @@ def seeds_of(runs: Path, variant: str) -> dict[int, Tensor]:
     return dict(sorted(found.items()))
 
 
-def mean_and_error(values: Tensor) -> str:
+def mean_and_error(values: Tensor, digits: int = 3) -> str:
     """``mean ± standard error`` of ``values``.
 
     Example:
         >>> mean_and_error(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
         '2.000 ± 0.577'
     """
-    return f"{values.mean().item():.3f} ± {values.std().item() / math.sqrt(len(values)):.3f}"
+    return f"{values.mean().item():.{digits}f} ± {values.std().item() / math.sqrt(len(values)):.{digits}f}"
 
 
 def table(runs: Path, variants: list[str], baseline: str) -> list[str]:
@@ -60,7 +60,7 @@ def table(runs: Path, variants: list[str], baseline: str) -> list[str]:
         if len(averaged) != len(reference):
             raise SystemExit(f"{variant} was evaluated on {len(averaged)} images, {baseline} on {len(reference)}")
         per_seed = "; ".join(f"{seed}: {mean_and_error(values)}" for seed, values in seeds.items())
-        difference = "—" if variant == baseline else mean_and_error(averaged - reference)
+        difference = "—" if variant == baseline else mean_and_error(averaged - reference, digits=4)
         lines.append(f"| {variant} | {len(seeds)} | {per_seed} | {averaged.mean().item():.3f} | {difference} |")
     return lines
 

@@ -30,6 +30,6 @@ def test_a_constant_shift_is_a_paired_difference_with_no_spread(tmp_path):
     assert len(lines) == 4  # header, rule, two variants with CSV files
     base, better = lines[2].split(" | "), lines[3].split(" | ")
     assert base[1] == "2" and base[3] == "3.510" and base[4] == "— |"
-    assert better[1] == "1" and better[3] == "3.400" and better[4] == "-0.110 ± 0.000 |"
+    assert better[1] == "1" and better[3] == "3.400" and better[4] == "-0.1100 ± 0.0000 |"
     with pytest.raises(SystemExit, match="no evaluated run of the baseline"):
         report.table(tmp_path, ["better"], "nothing")
