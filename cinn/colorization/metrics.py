@@ -228,7 +228,7 @@ def tag_table(tags: list[str], bits_per_dim: Tensor, metrics: SampleMetrics) -> 
         ...                   SampleMetrics(ones, ones, ones, ones, ones, 2 * ones))
         >>> print(lines[2])
         | animals | 1 | 3.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 2.00 |
-        >>> print(lines[4][:40])
+        >>> print(lines[4][:39])
         | all | 3 | 3.00 ± 0.58 | 1.00 ± 0.00 |
     """
     columns = [bits_per_dim.float(), metrics.best_rmse, metrics.grey_rmse, metrics.paper_error, metrics.diversity,

@@ -30,26 +30,30 @@ def module_parameters(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
 
 def warm_start(model: nn.Module, checkpoint: Path | str, modules: Sequence[str]) -> int:
     """Copy into ``model`` the trained weights (:func:`~cinn.engine.checkpoint.trained_weights`) that the run
-    of ``checkpoint`` has for each of its sub-modules ``modules``; returns the number of numbers copied. Each
-    module must exist in both with the same names and shapes (else a :class:`CheckpointError`).
+    of ``checkpoint`` has for each of its sub-modules ``modules`` (:func:`copy_modules`); returns the number of
+    numbers copied."""
+    return copy_modules(model, trained_weights(load_checkpoint(Path(checkpoint))), modules, str(checkpoint))
+
+
+def copy_modules(model: nn.Module, weights: Mapping[str, torch.Tensor], modules: Sequence[str],
+                 source: str = "the weights") -> int:
+    """Copy into ``model`` the entries of the state dict ``weights`` that belong to its sub-modules ``modules``;
+    returns the number of numbers copied. Each module must exist in both with the same names and shapes (else a
+    :class:`CheckpointError` that names ``source``).
 
     Example:
-        >>> import tempfile
-        >>> source, target = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)), nn.Sequential(nn.Linear(2, 3))
-        >>> path = Path(tempfile.mkdtemp()) / "run.pt"; torch.save({"model": source.state_dict()}, path)
-        >>> warm_start(target, path, ["0"]), torch.equal(target[0].weight, source[0].weight)
+        >>> trained, fresh = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)), nn.Sequential(nn.Linear(2, 3))
+        >>> copy_modules(fresh, trained.state_dict(), ["0"]), torch.equal(fresh[0].weight, trained[0].weight)
         (9, True)
     """
-    weights = trained_weights(load_checkpoint(Path(checkpoint)))
     copied = {}
     for name in modules:
-        wanted = module_parameters(model, name)
-        for key, value in wanted.items():
+        for key, value in module_parameters(model, name).items():
             if key not in weights:
-                raise CheckpointError(f"{checkpoint} has no weights for {key} (train.init_modules names {name}); "
+                raise CheckpointError(f"{source} has no weights for {key} (train.init_modules names {name}); "
                                       "start from a run whose model has this module")
             if weights[key].shape != value.shape:
-                raise CheckpointError(f"{checkpoint}'s {key} is {tuple(weights[key].shape)}, this model's "
+                raise CheckpointError(f"{source}'s {key} is {tuple(weights[key].shape)}, this model's "
                                       f"{tuple(value.shape)}: build the same {name} (widths, levels) in both runs")
             copied[key] = weights[key]
     model.load_state_dict(copied, strict=False)

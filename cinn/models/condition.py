@@ -54,8 +54,8 @@ class ImageConditionPyramid(nn.Module):
     the resolution of level ``l`` of a flow that Haar-downsamples before each level.
 
     With ``global_features = G > 0`` the pyramid also sees the whole image (Iizuka et al. 2016's fusion): the
-    coarsest output ``f_L`` goes through two stride-2 3x3 convs with ReLU, a global average pool and a linear
-    layer with ReLU to a vector ``g`` of ``G`` numbers, and every output gets a per-channel offset from it,
+    coarsest output ``f_L``, averaged over all positions, goes through two linear layers with ReLU to a vector
+    ``g`` of ``G`` numbers, and every output gets a per-channel offset from it,
     ``f_l ← f_l + W_l g`` broadcast over positions. The ``W_l`` start at zero, so an untrained global branch
     leaves the features as they were; ``g`` does not depend on the image size (a mean over positions), so a
     model trained on crops runs on whole photos.
@@ -89,10 +89,9 @@ class ImageConditionPyramid(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.global_net = self.fusions = None
         if global_features:
-            self.global_net = nn.Sequential(
-                nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, global_features), nn.ReLU())
+            self.global_net = nn.Sequential(  # no convolution of a 1x1 map: its bf16 NHWC weight gradient is NaN
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, width), nn.ReLU(),
+                nn.Linear(width, global_features), nn.ReLU())
             self.fusions = nn.ModuleList(nn.Linear(global_features, out, bias=False) for out in channels)
             for fusion in self.fusions:
                 nn.init.zeros_(fusion.weight)
