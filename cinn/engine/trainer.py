@@ -270,7 +270,7 @@ class Trainer:
             if self.config.init_from:
                 count = warm_start(self.model, self.config.init_from, self.config.init_modules)
                 if self.is_main:
-                        self._say(f"started {', '.join(self.config.init_modules)} from {self.config.init_from} "
+                    self._say(f"started {', '.join(self.config.init_modules)} from {self.config.init_from} "
                               f"({count:,} weights)")
             self.settle_layout(*self.initialize())
         self._session_start = time.monotonic()
