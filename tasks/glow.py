@@ -34,6 +34,7 @@ from cinn.engine import DequantizedImages, Objective, TrainConfig, prepared_batc
 from cinn.latent import AttributeDirection, attribute_direction, interpolate_latents, manipulate
 from cinn.models import build_glow
 from cinn.models.flow import Condition
+from cinn.models.glow import level_subnets
 from cinn.models.registry import model_spec
 from cinn.task import (
     MAX_BLOCKS,
@@ -110,9 +111,10 @@ class ModelConfig:
         if self.n_levels < 1 or self.steps_per_level < 1 or self.hidden_channels < 1:
             raise ConfigError("model.n_levels, model.steps_per_level and model.hidden_channels must be positive")
         check_coupling_and_subnet(self.coupling, self.subnet)
-        if not isinstance(self.subnet, str) and len(self.subnet) != self.n_levels:
-            raise ConfigError(f"model.subnet: give one subnet for all levels or one per level ({self.n_levels}), "
-                              f"got {len(self.subnet)}: {list(self.subnet)}")
+        try:
+            level_subnets(self.subnet, self.n_levels)
+        except ValueError as error:
+            raise ConfigError(f"model.{error}") from None
         if self.n_levels * self.steps_per_level > MAX_BLOCKS:
             raise ConfigError(f"model.n_levels x model.steps_per_level must be at most {MAX_BLOCKS} flow steps, "
                               f"got {self.n_levels} x {self.steps_per_level}")
