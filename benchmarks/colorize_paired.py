@@ -7,7 +7,8 @@ dequantisation, noise seed 0) and its best-of-N RMSE (:func:`cinn.colorization.m
 averaged over the draw seeds) are computed; then each model's mean over the photos, and the first model
 against each other one: the mean per-photo difference ± its standard error and on how many photos the first
 model is lower. ``--data`` is a folder or a CSV photo list (``folder,photo,tag``); with tags, every tag is also
-compared on its own photos.
+compared on its own photos. Without ``--data``: the runs' own validation photos, for runs that share their data
+settings (and so their validation split), as the runs of an ablation do.
 
     python benchmarks/colorize_paired.py --data benchmarks/colorize_heldout.csv \\
         --checkpoints NEW.pt default --seeds 0,1,2
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -29,9 +32,10 @@ from cinn.engine import per_image_bits_per_dim, resolve_device
 from tasks.colorize import ColorizeTask
 
 
-def per_photo(checkpoint: Path, data: str, seeds: list[int], samples: int, temperature: float,
-              device: torch.device) -> tuple[Tensor, Tensor, list[str]]:
-    """Each photo's NLL and best-of-``samples`` ab RMSE (the mean over the draws ``seeds``), and its tag."""
+def per_photo(checkpoint: Path, data: str | None, seeds: list[int], samples: int, temperature: float,
+              device: torch.device) -> tuple[Tensor, Tensor, list[str], dict]:
+    """Each photo's NLL and best-of-``samples`` ab RMSE (the mean over the draws ``seeds``), its tag, and the
+    run's data settings."""
     task = ColorizeTask()
     run = task.open(checkpoint, device)
     photos, _ = task.eval_data(run.config, data)
@@ -39,7 +43,8 @@ def per_photo(checkpoint: Path, data: str, seeds: list[int], samples: int, tempe
                                  batch_size=task.eval_batch_size, device=device)
     draws = [sample_metrics(run.model, photos, ab_downsample=run.conventions["ab_downsample"], n_samples=samples,
                             temperature=temperature, seed=seed, device=device).best_rmse for seed in seeds]
-    return nll.float(), torch.stack(draws).mean(0), list(getattr(photos, "tags", [""] * len(photos)))
+    return (nll.float(), torch.stack(draws).mean(0), list(getattr(photos, "tags", [""] * len(photos))),
+            asdict(run.config.data))
 
 
 def mean_and_error(values: Tensor) -> str:
@@ -62,8 +67,8 @@ def compare(names: list[str], measures: list[Tensor], what: str, photos: list[in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True,
-                        help="colour photos none of the models saw: a folder or a CSV photo list")
+    parser.add_argument("--data", help="colour photos none of the models saw: a folder or a CSV photo list "
+                                       "(default: the runs' own validation photos)")
     parser.add_argument("--checkpoints", nargs="+", required=True,
                         help="colourisation checkpoints; 'default' is the shipped pretrained model")
     parser.add_argument("--seeds", default="0,1,2", help="sample draws, comma-separated")
@@ -76,14 +81,16 @@ def main() -> None:
     device = resolve_device(args.device)
     with torch.no_grad():
         results = [per_photo(path, args.data, seeds, args.samples, args.temperature, device) for path in paths]
+    if args.data is None and any(settings != results[0][3] for *_, settings in results):
+        sys.exit("the runs' data settings differ, so their validation photos may too; pass --data")
     tags = results[0][2]
     groups = {"all photos": list(range(len(tags)))}
     if any(tags):
         groups.update(tag_groups(tags))
     for group, photos in groups.items():
         print(f"{group} ({len(photos)}):")
-        print("\n".join(compare(args.checkpoints, [nll for nll, _, _ in results], "NLL, bits per ab dim", photos)))
-        print("\n".join(compare(args.checkpoints, [rmse for _, rmse, _ in results],
+        print("\n".join(compare(args.checkpoints, [nll for nll, *_ in results], "NLL, bits per ab dim", photos)))
+        print("\n".join(compare(args.checkpoints, [rmse for _, rmse, *_ in results],
                                 f"best-of-{args.samples} ab RMSE at T={args.temperature}, Lab units, mean of "
                                 f"draws {seeds}", photos)))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from tests.benchmark_scripts import load_script
@@ -27,3 +29,23 @@ def test_a_model_against_itself_differs_by_nothing_on_every_tag(tiny_colorize_ru
     differences = [line for line in out.splitlines() if " − " in line]
     assert len(differences) == 6  # NLL and RMSE for each of the three groups
     assert all("0.000 ±" in line and "lower on 0 of" in line for line in differences)
+
+
+def test_without_data_the_runs_are_compared_on_their_validation_photos(tiny_colorize_run, capsys, monkeypatch):
+    checkpoint = str(tiny_colorize_run / "checkpoint.pt")
+    monkeypatch.setattr("sys.argv", ["colorize_paired.py", "--checkpoints", checkpoint, checkpoint, "--seeds", "0",
+                                     "--samples", "2"])
+    paired.main()
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "all photos (1):"  # configs/colorize/tiny.yaml holds out one photo
+    assert all("0.000 ±" in line for line in out.splitlines() if " − " in line)
+
+
+def test_runs_with_other_data_settings_are_not_compared_on_their_validation_photos(monkeypatch):
+    def per_photo(checkpoint, *args):
+        return torch.zeros(2), torch.zeros(2), ["", ""], {"val_fraction": 0.1 if "a" in str(checkpoint) else 0.2}
+
+    monkeypatch.setattr(paired, "per_photo", per_photo)
+    monkeypatch.setattr("sys.argv", ["colorize_paired.py", "--checkpoints", "a.pt", "b.pt"])
+    with pytest.raises(SystemExit, match="data settings differ"):
+        paired.main()
